@@ -1,0 +1,16 @@
+//! Business logic shared by every tiktok-edge component.
+//!
+//! Plain Rust with no wasm-only dependencies, so all of it is unit-tested natively
+//! (`cargo test -p tiktok-edge-core`). Component crates are thin bindings over this.
+
+pub mod error;
+pub mod org;
+
+pub use error::{ApiError, FieldError, UpstreamError};
+pub use org::OrgId;
+
+/// The key-value store every component opens (granted in `spin.toml`).
+pub const DEFAULT_STORE: &str = "default";
+
+/// The variable naming the TikTok Business API base URL (the mock in sandbox mode).
+pub const API_BASE_URL_VARIABLE: &str = "tiktok_api_base_url";

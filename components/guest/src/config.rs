@@ -1,0 +1,17 @@
+//! Variables through `wasi:config/store@0.2.0-draft-2024-09-27` (Spin's variables on Spin).
+
+use crate::wasi::config::store;
+use crate::ApiError;
+
+/// The value of variable `name`, or `None` when it is not set.
+pub fn get(name: &str) -> Result<Option<String>, ApiError> {
+    store::get(name).map_err(|e| match e {
+        store::Error::Upstream(m) => ApiError::Internal(format!("variables provider failed: {m}")),
+        store::Error::Io(m) => ApiError::Internal(format!("reading variable {name} failed: {m}")),
+    })
+}
+
+/// The value of variable `name`; a missing one is a configuration error (500) naming it.
+pub fn require(name: &str) -> Result<String, ApiError> {
+    get(name)?.ok_or_else(|| ApiError::Internal(format!("variable {name} is not set")))
+}

@@ -1,0 +1,41 @@
+//! `wasi:keyvalue@0.2.0-draft2` with errors mapped to [`ApiError`].
+
+use crate::wasi::keyvalue::{atomics, store};
+use crate::ApiError;
+
+/// An open key-value bucket.
+pub struct Store {
+    bucket: store::Bucket,
+}
+
+fn storage(e: store::Error) -> ApiError {
+    match e {
+        store::Error::NoSuchStore => ApiError::Storage("no such key-value store".into()),
+        store::Error::AccessDenied => ApiError::Storage("key-value store not granted to this component".into()),
+        store::Error::Other(m) => ApiError::Storage(m),
+    }
+}
+
+impl Store {
+    /// Opens a store granted to this component in the manifest (`key_value_stores`).
+    pub fn open(name: &str) -> Result<Self, ApiError> {
+        store::open(name).map(|bucket| Store { bucket }).map_err(storage)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        self.bucket.get(key).map_err(storage)
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.bucket.set(key, value).map_err(storage)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), ApiError> {
+        self.bucket.delete(key).map_err(storage)
+    }
+
+    /// Adds `delta` to the number stored at `key` (0 if absent) atomically; returns the new value.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+        atomics::increment(&self.bucket, key, delta).map_err(storage)
+    }
+}

@@ -1,0 +1,23 @@
+//! Builds the tiktok-edge components for wasm32-wasip2 whenever the host is built, so
+//! `cargo run -p tiktok-edge -- up` and `cargo test` always serve current `.wasm` files.
+//! They land in `target/components/wasm32-wasip2/component/`, where `spin.toml` points
+//! (and where `spin build` puts them too). Set TIKTOK_EDGE_SKIP_COMPONENT_BUILD=1 to skip.
+
+use std::path::Path;
+
+const COMPONENTS: &[&str] = &["oauth-callback", "pixel-collector", "webhook-receiver", "campaign-ops", "metrics-fetch"];
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=TIKTOK_EDGE_SKIP_COMPONENT_BUILD");
+    if std::env::var_os("TIKTOK_EDGE_SKIP_COMPONENT_BUILD").is_some() {
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace");
+    tiktok_edge_wasm_build::rerun_if_changed(&[
+        &workspace.join("components"),
+        &workspace.join("wit"),
+        &workspace.join("Cargo.lock"),
+    ]);
+    let out = tiktok_edge_wasm_build::build(workspace, COMPONENTS, "component", &workspace.join("target/components"));
+    println!("cargo:rustc-env=TIKTOK_EDGE_COMPONENTS_DIR={}", out.display());
+}

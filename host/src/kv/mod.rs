@@ -1,0 +1,97 @@
+//! Key-value storage: one backend trait behind every key-value interface a guest may
+//! import (`wasi:keyvalue` draft and draft2, Spin's 2.0 and 3.0 key-value).
+//!
+//! A store label names a separate namespace; a component can open only the labels its
+//! manifest grants (`key_value_stores`), anything else is `access-denied`.
+
+pub mod host;
+pub mod sqlite;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Largest key a guest may use, in bytes (Spin's limit too).
+pub const MAX_KEY_BYTES: usize = 255;
+/// Largest value a guest may store, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("no such store")]
+    NoSuchStore,
+    #[error("access to this store is not granted to the component")]
+    AccessDenied,
+    #[error("key longer than {MAX_KEY_BYTES} bytes")]
+    KeyTooLong,
+    #[error("value larger than {MAX_VALUE_BYTES} bytes")]
+    ValueTooLarge,
+    #[error("value at key is not a 64-bit counter")]
+    NotACounter,
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// A page of keys and the cursor for the next page (`None` at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+/// Where key-value data lives. Implementations must be safe to share between requests.
+pub trait KeyValueBackend: Send + Sync + 'static {
+    fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
+    fn delete(&self, store: &str, key: &str) -> Result<(), KvError>;
+    fn exists(&self, store: &str, key: &str) -> Result<bool, KvError>;
+    /// Keys in ascending order after `cursor` (exclusive), at most `limit`.
+    fn list_keys(&self, store: &str, cursor: Option<&str>, limit: usize) -> Result<KeyPage, KvError>;
+    /// Adds `delta` to the little-endian i64 at `key` (0 when absent), atomically.
+    fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Sets `key` to `new` only if its current value is `expected` (`None` = absent).
+    fn compare_and_swap(&self, store: &str, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, KvError>;
+    fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError>;
+    /// Sets all pairs in one transaction.
+    fn set_many(&self, store: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError>;
+    fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError>;
+}
+
+/// A component's view of key-value: the backend plus the labels it was granted.
+#[derive(Clone)]
+pub struct KeyValueAccess {
+    backend: Arc<dyn KeyValueBackend>,
+    granted: Arc<HashSet<String>>,
+}
+
+impl KeyValueAccess {
+    pub fn new(backend: Arc<dyn KeyValueBackend>, granted: impl IntoIterator<Item = String>) -> Self {
+        KeyValueAccess { backend, granted: Arc::new(granted.into_iter().collect()) }
+    }
+
+    /// Checks a label before a store handle is given to the guest.
+    pub fn open(&self, label: &str) -> Result<OpenStore, KvError> {
+        if self.granted.contains(label) {
+            Ok(OpenStore { label: label.to_string() })
+        } else {
+            Err(KvError::AccessDenied)
+        }
+    }
+
+    pub fn backend(&self) -> &dyn KeyValueBackend {
+        &*self.backend
+    }
+}
+
+/// A store handle held in the guest's resource table.
+#[derive(Debug, Clone)]
+pub struct OpenStore {
+    pub label: String,
+}
+
+pub fn check_key(key: &str) -> Result<(), KvError> {
+    if key.len() > MAX_KEY_BYTES { Err(KvError::KeyTooLong) } else { Ok(()) }
+}
+
+pub fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() > MAX_VALUE_BYTES { Err(KvError::ValueTooLarge) } else { Ok(()) }
+}
