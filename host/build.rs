@@ -18,6 +18,6 @@ fn main() {
         &workspace.join("wit"),
         &workspace.join("Cargo.lock"),
     ]);
-    let out = tiktok_edge_wasm_build::build(workspace, COMPONENTS, "component", &workspace.join("target/components"));
+    let out = tiktok_edge_wasm_build::build(workspace, COMPONENTS, tiktok_edge_wasm_build::TARGET, "component", &workspace.join("target/components"));
     println!("cargo:rustc-env=TIKTOK_EDGE_COMPONENTS_DIR={}", out.display());
 }

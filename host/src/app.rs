@@ -8,6 +8,7 @@ use crate::kv::{KeyValueAccess, KeyValueBackend};
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::routes::Router;
+use crate::state::HostState;
 use crate::runtime_config::{Limits, RuntimeConfig};
 use crate::variables::{AppVariables, EnvSource, VariableSource};
 use bytes::Bytes;
@@ -21,6 +22,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre};
+use wasmtime::component::{Instance, InstancePre};
+use wasmtime::Store;
 use wasmtime_wasi_http::WasiBody;
 
 /// How to load an app.
@@ -51,6 +54,7 @@ struct LoadedComponent {
     id: String,
     kind: HandlerKind,
     handler: ProxyHandler<ComponentHandler>,
+    instance_pre: InstancePre<HostState>,
 }
 
 /// A loaded application, ready to serve requests.
@@ -110,6 +114,7 @@ impl App {
             }
             let component = load_component(&engine, &decl.source, Some(&cache_dir)).map_err(component_error)?;
             let instance_pre = linker.instantiate_pre(&component).map_err(component_error)?;
+            let typed_pre = instance_pre.clone();
             let (pre, kind) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()) {
                 Ok(p3) => (ProxyPre::P3(p3), HandlerKind::P3),
                 Err(_) => {
@@ -134,7 +139,7 @@ impl App {
             };
             let handler = ProxyHandler::new(ComponentHandler { engine: engine.clone(), runtime: Arc::new(runtime) });
             index_of.insert(decl.id.clone(), components.len());
-            components.push(LoadedComponent { id: decl.id.clone(), kind, handler });
+            components.push(LoadedComponent { id: decl.id.clone(), kind, handler, instance_pre: typed_pre });
         }
 
         let mut router = Router::default();
@@ -175,6 +180,20 @@ impl App {
             .collect();
         routes.sort();
         routes
+    }
+
+    /// Instantiates component `id` outside HTTP, with the same grants and limits, so an
+    /// embedder (or a scheduler) can call its typed `tiktok:edge/*` exports.
+    pub async fn instantiate(&self, id: &str) -> wasmtime::Result<(Store<HostState>, Instance)> {
+        let component = self
+            .components
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| wasmtime::format_err!("no component `{id}` in this app"))?;
+        let handler = component.handler.state();
+        let mut store = handler.runtime.new_store(&handler.engine);
+        let instance = component.instance_pre.instantiate_async(&mut store).await?;
+        Ok((store, instance))
     }
 
     fn new_request_id(&self) -> String {
@@ -255,8 +274,11 @@ impl App {
 
         let _permit = self.permits.acquire().await.map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
         let request = http::Request::from_parts(parts, body);
+        let started = std::time::Instant::now();
         component.handler.handle(Arc::from(request_id), request).await.map_err(|e| {
-            if e.downcast_ref::<ExpirationError>().is_some() {
+            // When a busy instance is ended by the expiration backstop the error is a
+            // generic one; the elapsed time tells it was the timeout all the same.
+            if e.downcast_ref::<ExpirationError>().is_some() || started.elapsed() >= self.limits.request_timeout() {
                 tracing::warn!(component = %component.id, "request timed out");
                 RequestError::Timeout
             } else {

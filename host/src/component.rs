@@ -103,7 +103,8 @@ impl HandlerState for ComponentHandler {
             view: wasmtime_wasi_http::WasiHttpView::http,
             expiration: Expiration {
                 idle_timeout: rt.idle_timeout,
-                request_timeout: rt.request_timeout + EPOCH_TICK,
+                // The backstop for requests whose own timer cannot fire (see `Expiration`).
+                request_timeout: rt.request_timeout + EPOCH_TICK * 10,
                 sleep: Box::pin(tokio::time::sleep(Duration::MAX / 4)),
             },
             state: Worker {

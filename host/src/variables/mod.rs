@@ -102,6 +102,13 @@ impl AppVariables {
     }
 }
 
+/// Names only: values may be secret.
+impl fmt::Debug for AppVariables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
 /// One component's variables: name → (value if resolvable, whether secret).
 #[derive(Clone, Default)]
 pub struct ComponentVariables {

@@ -1,0 +1,75 @@
+//! A Spin app written with the latest spin-sdk (7.x: `wasi:http/handler@0.3.0`,
+//! `spin:key-value@3.0.0`, `spin:variables@3.0.0`) runs unchanged, fresh instances or
+//! reused ones.
+
+mod common;
+
+use common::{get, put, start};
+use tiktok_edge::component::HandlerKind;
+use tiktok_edge::runtime_config::ComponentSettings;
+
+const SPIN_APP: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "spin-sdk-7"
+
+[variables]
+greeting = { default = "hi from spin" }
+
+[[trigger.http]]
+route = "/spin/..."
+component = "spin-app"
+
+[component.spin-app]
+source = "{P2}/spin_sdk_app.wasm"
+key_value_stores = ["default"]
+[component.spin-app.variables]
+greeting = "{{ greeting }}"
+"#;
+
+async fn exercise(s: &common::Running) {
+    assert_eq!(put(&s.url("/spin/kv/colour"), b"teal").await.0, 204);
+    assert_eq!(put(&s.url("/spin/kv/size"), b"xl").await.0, 204);
+    assert_eq!(get(&s.url("/spin/kv/colour")).await, (200, "teal".into()));
+    assert_eq!(get(&s.url("/spin/kv/nothing")).await.0, 404);
+    let (status, keys) = get(&s.url("/spin/keys")).await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<_> = keys.lines().collect();
+    keys.sort();
+    assert_eq!(keys, ["colour", "size"]);
+    assert_eq!(get(&s.url("/spin/var/greeting")).await, (200, "hi from spin".into()));
+    let (status, body) = get(&s.url("/spin/var/nope")).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("Undefined"), "{body}");
+    let (status, body) = get(&s.url("/spin/kv/x?store=other")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("AccessDenied"), "{body}");
+}
+
+#[tokio::test]
+async fn spin_sdk_7_app_runs_with_key_value_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), SPIN_APP, |_| {}).await.unwrap();
+    assert_eq!(s.app.routes()[0].2, HandlerKind::P3);
+    exercise(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn spin_sdk_7_app_runs_with_instance_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), SPIN_APP, |o| {
+        o.runtime_config
+            .component
+            .insert("spin-app".into(), ComponentSettings { max_instance_reuse: 128, max_concurrent_reuse: 16 });
+    })
+    .await
+    .unwrap();
+    exercise(&s).await;
+    let many: Vec<_> = (0..32).map(|_| tokio::spawn(get(s.url("/spin/kv/colour")))).collect();
+    for r in many {
+        let (status, body) = r.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "teal"));
+    }
+    s.stop().await;
+}
