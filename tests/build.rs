@@ -11,7 +11,7 @@ fn main() {
     let workspace = tests.parent().expect("tests/ is inside the workspace");
     rerun_if_changed(&[&apps, &workspace.join("wit"), &workspace.join("host/wit")]);
     let target_dir = workspace.join("target/test-apps");
-    let p2 = build(&apps, &["spin-sdk-app", "wasi-http-app"], TARGET, "release", &target_dir);
+    let p2 = build(&apps, &["spin-sdk-app", "wasi-http-app", "hello-p2", "hello-p3"], TARGET, "release", &target_dir);
     let p1 = build(&apps, &["wasi-http-app"], "wasm32-wasip1", "release", &target_dir);
     println!("cargo:rustc-env=TEST_APPS_P2={}", p2.display());
     println!("cargo:rustc-env=TEST_APPS_P1={}", p1.display());

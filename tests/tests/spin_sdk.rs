@@ -73,3 +73,15 @@ async fn spin_sdk_7_app_runs_with_instance_reuse() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_benchmark_apps_answer_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
+        [[trigger.http]]\nroute = \"/p2\"\ncomponent = \"p2\"\n[[trigger.http]]\nroute = \"/p3\"\ncomponent = \"p3\"\n\
+        [component.p2]\nsource = \"{P2}/hello_p2.wasm\"\n[component.p3]\nsource = \"{P2}/hello_p3.wasm\"\n";
+    let s = start(dir.path(), manifest, |_| {}).await.unwrap();
+    assert_eq!(get(s.url("/p2")).await, (200, "hello".into()));
+    assert_eq!(get(s.url("/p3")).await, (200, "hello".into()));
+    s.stop().await;
+}
