@@ -26,6 +26,10 @@ use wasmtime::component::{Instance, InstancePre};
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiBody;
 
+/// Largest total size of a request's header names and values; more is refused (431)
+/// before any guest runs.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// How to load an app.
 pub struct AppOptions {
     pub manifest: PathBuf,
@@ -230,6 +234,10 @@ impl App {
         let component = &self.components[*matched.target];
 
         let (mut parts, body) = request.into_parts();
+        let header_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(RequestError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
+        }
         let limit = self.limits.max_request_body_bytes;
         let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -244,10 +252,19 @@ impl App {
         })?;
         let body: WasiBody = Full::new(body.to_bytes()).map_err(|never| match never {}).boxed_unsync();
 
-        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        // The guest sees an absolute URL built from Host (HTTP/1.0 clients may omit it).
+        let host = match parts.headers.get(http::header::HOST) {
+            None => "localhost".to_string(),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == *h))
+                .ok_or_else(|| RequestError::BadRequest(format!("invalid Host header {value:?}")))?
+                .to_string(),
+        };
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
         let full_url = format!("http://{host}{path_and_query}");
-        parts.uri = full_url.parse().map_err(|_| RequestError::BadBody(format!("invalid Host header {host:?}")))?;
+        parts.uri = full_url.parse().map_err(|_| RequestError::BadRequest(format!("invalid request target {full_url:?}")))?;
 
         // The spin-* headers are ours: a client must not be able to set them.
         let spoofed: Vec<_> = parts.headers.keys().filter(|n| n.as_str().starts_with("spin-")).cloned().collect();

@@ -37,7 +37,9 @@ pub enum StartError {
 pub enum RequestError {
     NoRoute { path: String },
     BodyTooLarge { limit: usize },
+    HeadersTooLarge { limit: usize },
     BadBody(String),
+    BadRequest(String),
     Timeout,
     GuestFailed,
     Unavailable(String),
@@ -48,7 +50,8 @@ impl RequestError {
         match self {
             RequestError::NoRoute { .. } => 404,
             RequestError::BodyTooLarge { .. } => 413,
-            RequestError::BadBody(_) => 400,
+            RequestError::HeadersTooLarge { .. } => 431,
+            RequestError::BadBody(_) | RequestError::BadRequest(_) => 400,
             RequestError::Timeout => 504,
             RequestError::GuestFailed => 500,
             RequestError::Unavailable(_) => 503,
@@ -59,7 +62,8 @@ impl RequestError {
         match self {
             RequestError::NoRoute { .. } => "not_found",
             RequestError::BodyTooLarge { .. } => "payload_too_large",
-            RequestError::BadBody(_) => "bad_request",
+            RequestError::HeadersTooLarge { .. } => "headers_too_large",
+            RequestError::BadBody(_) | RequestError::BadRequest(_) => "bad_request",
             RequestError::Timeout => "timeout",
             RequestError::GuestFailed => "internal_error",
             RequestError::Unavailable(_) => "unavailable",
@@ -70,7 +74,9 @@ impl RequestError {
         match self {
             RequestError::NoRoute { path } => format!("no route matches {path}"),
             RequestError::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
+            RequestError::HeadersTooLarge { limit } => format!("request headers larger than {limit} bytes in all"),
             RequestError::BadBody(m) => format!("request body could not be read: {m}"),
+            RequestError::BadRequest(m) => m.clone(),
             RequestError::Timeout => "the component did not answer in time".into(),
             RequestError::GuestFailed => "the component failed while handling the request".into(),
             RequestError::Unavailable(m) => m.clone(),

@@ -253,3 +253,63 @@ async fn a_wasip1_module_is_componentized_and_served() {
     assert_eq!(get(&s.url("/app/var/greeting")).await, (200, "hello, world".into()));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn each_request_gets_a_fresh_instance_unless_reuse_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&s.url("/app/served")).await, (200, "1".into()), "no state survives a request");
+    }
+    s.stop().await;
+
+    let s = start(dir.path(), APP, |o| {
+        o.runtime_config.component.insert(
+            "app".into(),
+            tiktok_edge::runtime_config::ComponentSettings { max_instance_reuse: 3, max_concurrent_reuse: 1 },
+        );
+    })
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(&s.url("/app/served")).await.1);
+    }
+    assert_eq!(seen, ["1", "2", "3", "1"], "one instance serves 3 requests in a row, then a new one takes over");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    s.stop().await;
+    let compiled = common::data_dir(dir.path()).join("compiled");
+    let cached: Vec<_> = std::fs::read_dir(&compiled).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(cached[0].extension().unwrap(), "cwasm");
+    // A corrupt cache entry is ignored and replaced, not fatal.
+    std::fs::write(&cached[0], b"garbage").unwrap();
+    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    assert_eq!(get(&s.url("/app/var/greeting")).await.0, 200);
+    s.stop().await;
+    assert!(std::fs::read(&cached[0]).unwrap().len() > 1000, "the cache entry was rewritten");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_errors_and_the_server_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    let oversized_header = format!("GET /app/served HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+    for garbage in [b"\x00\x01\x02 not http at all\r\n\r\n".to_vec(), oversized_header.into_bytes(), b"GET /app/served HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n".to_vec()] {
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let _ = stream.write_all(&garbage).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+    }
+    assert_eq!(get(&s.url("/app/served")).await.0, 200);
+    s.stop().await;
+}

@@ -55,6 +55,8 @@ pub async fn start(dir: &Path, manifest_text: &str, configure: impl FnOnce(&mut 
     let manifest_path = dir.join("spin.toml");
     std::fs::write(&manifest_path, manifest(manifest_text)).unwrap();
     let mut options = AppOptions::new(&manifest_path, data_dir(dir));
+    // Tests run many apps at once: keep each one's pooling reservation small.
+    options.runtime_config.limits.max_concurrent_requests = 32;
     configure(&mut options);
     let app = Arc::new(tokio::task::spawn_blocking(move || App::load(options)).await.unwrap()?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

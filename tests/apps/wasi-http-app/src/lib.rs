@@ -1,5 +1,6 @@
 //! A test app against wasi:http 0.2 and older key-value/variable interfaces. Routes:
-//! - `GET /app/headers`: the request headers, one `name: value` per line
+//! - `GET /app/served`: how many requests this instance has served
+//! - `GET …/headers`: the request headers, one `name: value` per line
 //! - `GET|PUT /app/kv/<key>?store=S`: Spin 2 key-value get / set
 //! - `POST /app/count/<key>`: wasmtime's wasi:keyvalue draft increment, returns the count
 //! - `GET /app/var/<name>`: Spin 2 variables; `GET /app/config/<name>`: wasi:config rc.1
@@ -14,6 +15,9 @@ use fermyon::spin::{key_value, variables};
 use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme};
 
 struct App;
+
+/// Requests this instance has served: 1 on every request with fresh instances.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let response = OutgoingResponse::new(Fields::new());
@@ -71,7 +75,9 @@ impl Guest for App {
         let (path, query) = path_with_query.split_once('?').unwrap_or((&path_with_query, ""));
         let put = matches!(req.method(), Method::Put);
         let store = query_param(query, "store").unwrap_or_else(|| "default".into());
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match path {
+            "/app/served" => respond(out, 200, served.to_string().as_bytes()),
             p if p.ends_with("/headers") => {
                 let mut lines: Vec<String> = req
                     .headers()
