@@ -5,19 +5,36 @@
 
 use std::path::Path;
 
-const COMPONENTS: &[&str] = &["oauth-callback", "pixel-collector", "webhook-receiver", "campaign-ops", "metrics-fetch"];
+const COMPONENTS: &[&str] = &[
+    "oauth-callback",
+    "pixel-collector",
+    "webhook-receiver",
+    "campaign-ops",
+    "metrics-fetch",
+];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=TIKTOK_EDGE_SKIP_COMPONENT_BUILD");
     if std::env::var_os("TIKTOK_EDGE_SKIP_COMPONENT_BUILD").is_some() {
         return;
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the workspace");
     tiktok_edge_wasm_build::rerun_if_changed(&[
         &workspace.join("components"),
         &workspace.join("wit"),
         &workspace.join("Cargo.lock"),
     ]);
-    let out = tiktok_edge_wasm_build::build(workspace, COMPONENTS, tiktok_edge_wasm_build::TARGET, "component", &workspace.join("target/components"));
-    println!("cargo:rustc-env=TIKTOK_EDGE_COMPONENTS_DIR={}", out.display());
+    let out = tiktok_edge_wasm_build::build(
+        workspace,
+        COMPONENTS,
+        tiktok_edge_wasm_build::TARGET,
+        "component",
+        &workspace.join("target/components"),
+    );
+    println!(
+        "cargo:rustc-env=TIKTOK_EDGE_COMPONENTS_DIR={}",
+        out.display()
+    );
 }

@@ -3,7 +3,7 @@
 //! host's componentizing of core modules is tested too.
 
 use std::path::Path;
-use tiktok_edge_wasm_build::{build, rerun_if_changed, TARGET};
+use tiktok_edge_wasm_build::{TARGET, build, rerun_if_changed};
 
 fn main() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -11,9 +11,28 @@ fn main() {
     let workspace = tests.parent().expect("tests/ is inside the workspace");
     rerun_if_changed(&[&apps, &workspace.join("wit"), &workspace.join("host/wit")]);
     let target_dir = workspace.join("target/test-apps");
-    let p2 = build(&apps, &["spin-sdk-app", "wasi-http-app", "hello-p2", "hello-p3"], TARGET, "release", &target_dir);
-    let p1 = build(&apps, &["wasi-http-app"], "wasm32-wasip1", "release", &target_dir);
+    let p2 = build(
+        &apps,
+        &["spin-sdk-app", "wasi-http-app", "hello-p2", "hello-p3"],
+        TARGET,
+        "release",
+        &target_dir,
+    );
+    let p1 = build(
+        &apps,
+        &["wasi-http-app"],
+        "wasm32-wasip1",
+        "release",
+        &target_dir,
+    );
     println!("cargo:rustc-env=TEST_APPS_P2={}", p2.display());
     println!("cargo:rustc-env=TEST_APPS_P1={}", p1.display());
-    println!("cargo:rustc-env=COMPONENTS_DIR={}", workspace.join("target/components").join(TARGET).join("component").display());
+    println!(
+        "cargo:rustc-env=COMPONENTS_DIR={}",
+        workspace
+            .join("target/components")
+            .join(TARGET)
+            .join("component")
+            .display()
+    );
 }

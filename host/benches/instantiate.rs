@@ -14,10 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = dir.path().join("spin.toml");
     std::fs::write(
         &manifest,
-        format!("spin_manifest_version = 2\n[application]\nname = \"bench\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = {:?}\n", std::fs::canonicalize(&wasm)?),
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"bench\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = {:?}\n",
+            std::fs::canonicalize(&wasm)?
+        ),
     )?;
     let app = App::load(AppOptions::new(&manifest, dir.path().join("data")))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         for _ in 0..1_000 {
             drop(app.instantiate("c").await?);
@@ -28,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             drop(app.instantiate("c").await?);
         }
         let mean = start.elapsed() / n;
-        println!("instantiation: mean {:.1} µs over {n} fresh instances of {wasm}", mean.as_nanos() as f64 / 1000.0);
+        println!(
+            "instantiation: mean {:.1} µs over {n} fresh instances of {wasm}",
+            mean.as_nanos() as f64 / 1000.0
+        );
         Ok::<_, wasmtime::Error>(())
     })?;
     Ok(())

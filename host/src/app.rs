@@ -1,30 +1,30 @@
 //! An application: the manifest's components loaded, linked and routed.
 
 use crate::component::{ComponentHandler, ComponentRuntime, HandlerKind};
-use crate::engine::{load_component, new_engine, new_linker, EpochTicker};
+use crate::engine::{EpochTicker, load_component, new_engine, new_linker};
 use crate::error::{RequestError, StartError};
 use crate::kv::sqlite::SqliteBackend;
 use crate::kv::{KeyValueAccess, KeyValueBackend};
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::routes::Router;
-use crate::state::HostState;
 use crate::runtime_config::{Limits, RuntimeConfig};
+use crate::state::HostState;
 use crate::variables::{AppVariables, EnvSource, VariableSource};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre};
-use wasmtime::component::{Instance, InstancePre};
 use wasmtime::Store;
+use wasmtime::component::{Instance, InstancePre};
 use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre};
 
 /// Largest total size of a request's header names and values; more is refused (431)
 /// before any guest runs.
@@ -82,16 +82,23 @@ impl App {
         let sources: [&dyn VariableSource; 2] = [&options.variables, &EnvSource];
         let variables = AppVariables::resolve(&manifest, &sources)?;
 
-        std::fs::create_dir_all(&options.data_dir)
-            .map_err(|source| StartError::DataDir { dir: options.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&options.data_dir).map_err(|source| StartError::DataDir {
+            dir: options.data_dir.display().to_string(),
+            source,
+        })?;
         let backend: Arc<dyn KeyValueBackend> = match options.key_value {
             Some(b) => b,
-            None => Arc::new(SqliteBackend::open(&options.data_dir.join("key-value.sqlite"))?),
+            None => Arc::new(SqliteBackend::open(
+                &options.data_dir.join("key-value.sqlite"),
+            )?),
         };
 
         let limits = options.runtime_config.limits.clone();
-        let max_instances = u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX).max(16);
-        let engine = new_engine(max_instances, limits.max_memory_bytes).map_err(StartError::Engine)?;
+        let max_instances = u32::try_from(limits.max_concurrent_requests)
+            .unwrap_or(u32::MAX)
+            .max(16);
+        let engine =
+            new_engine(max_instances, limits.max_memory_bytes).map_err(StartError::Engine)?;
         let linker = new_linker(&engine).map_err(StartError::Engine)?;
         let cache_dir = options.data_dir.join("compiled");
 
@@ -111,15 +118,20 @@ impl App {
                     index,
                     message,
                 };
-                let rendered = variables
-                    .render(raw)
-                    .ok_or_else(|| outbound_error(format!("{raw:?} refers to a variable without a value")))?;
+                let rendered = variables.render(raw).ok_or_else(|| {
+                    outbound_error(format!("{raw:?} refers to a variable without a value"))
+                })?;
                 allowed.push(AllowedHost::parse(&rendered).map_err(outbound_error)?);
             }
-            let component = load_component(&engine, &decl.source, Some(&cache_dir)).map_err(component_error)?;
-            let instance_pre = linker.instantiate_pre(&component).map_err(component_error)?;
+            let component =
+                load_component(&engine, &decl.source, Some(&cache_dir)).map_err(component_error)?;
+            let instance_pre = linker
+                .instantiate_pre(&component)
+                .map_err(component_error)?;
             let typed_pre = instance_pre.clone();
-            let (pre, kind) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()) {
+            let (pre, kind) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
+                instance_pre.clone(),
+            ) {
                 Ok(p3) => (ProxyPre::P3(p3), HandlerKind::P3),
                 Err(_) => {
                     let p2 = wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre).map_err(|e| {
@@ -135,15 +147,27 @@ impl App {
                 kv: KeyValueAccess::new(backend.clone(), decl.key_value_stores.iter().cloned()),
                 vars: Arc::new(variables.for_component(&decl.variables)),
                 outbound: Arc::new(OutboundPolicy::new(allowed)),
-                environment: decl.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                environment: decl
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 settings: options.runtime_config.component(&decl.id),
                 request_timeout: limits.request_timeout(),
                 max_memory_bytes: limits.max_memory_bytes,
                 idle_timeout: Duration::from_secs(1),
             };
-            let handler = ProxyHandler::new(ComponentHandler { engine: engine.clone(), runtime: Arc::new(runtime) });
+            let handler = ProxyHandler::new(ComponentHandler {
+                engine: engine.clone(),
+                runtime: Arc::new(runtime),
+            });
             index_of.insert(decl.id.clone(), components.len());
-            components.push(LoadedComponent { id: decl.id.clone(), kind, handler, instance_pre: typed_pre });
+            components.push(LoadedComponent {
+                id: decl.id.clone(),
+                kind,
+                handler,
+                instance_pre: typed_pre,
+            });
         }
 
         let mut router = Router::default();
@@ -180,7 +204,13 @@ impl App {
         let mut routes: Vec<_> = self
             .router
             .routes()
-            .map(|(r, &i)| (r.raw().to_string(), self.components[i].id.clone(), self.components[i].kind))
+            .map(|(r, &i)| {
+                (
+                    r.raw().to_string(),
+                    self.components[i].id.clone(),
+                    self.components[i].kind,
+                )
+            })
             .collect();
         routes.sort();
         routes
@@ -201,11 +231,19 @@ impl App {
     }
 
     fn new_request_id(&self) -> String {
-        format!("{:08x}-{:08x}", self.request_prefix, self.next_request.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:08x}-{:08x}",
+            self.request_prefix,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Handles one request end to end; never fails: host-side problems become JSON errors.
-    pub async fn handle<B>(&self, request: http::Request<B>, client: SocketAddr) -> http::Response<WasiBody>
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        client: SocketAddr,
+    ) -> http::Response<WasiBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -213,44 +251,77 @@ impl App {
         let request_id = self.new_request_id();
         let span = tracing::info_span!("request", id = %request_id, method = %request.method(), path = %request.uri().path());
         let started = std::time::Instant::now();
-        let mut response = match self.dispatch(request, client, &request_id).instrument(span.clone()).await {
+        let mut response = match self
+            .dispatch(request, client, &request_id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(&request_id),
         };
         if let Ok(v) = http::HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
-        span.in_scope(|| tracing::info!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "served"));
+        span.in_scope(|| {
+            tracing::info!(
+                status = response.status().as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "served"
+            )
+        });
         response
     }
 
-    async fn dispatch<B>(&self, request: http::Request<B>, client: SocketAddr, request_id: &str) -> Result<http::Response<WasiBody>, RequestError>
+    async fn dispatch<B>(
+        &self,
+        request: http::Request<B>,
+        client: SocketAddr,
+        request_id: &str,
+    ) -> Result<http::Response<WasiBody>, RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_string();
-        let matched = self.router.route(&path).ok_or(RequestError::NoRoute { path: path.clone() })?;
+        let matched = self
+            .router
+            .route(&path)
+            .ok_or(RequestError::NoRoute { path: path.clone() })?;
         let component = &self.components[*matched.target];
 
         let (mut parts, body) = request.into_parts();
-        let header_bytes: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        let header_bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
         if header_bytes > MAX_HEADER_BYTES {
-            return Err(RequestError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
+            return Err(RequestError::HeadersTooLarge {
+                limit: MAX_HEADER_BYTES,
+            });
         }
         let limit = self.limits.max_request_body_bytes;
-        let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(RequestError::BodyTooLarge { limit });
         }
-        let body = BodyExt::collect(Limited::new(body, limit)).await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                RequestError::BodyTooLarge { limit }
-            } else {
-                RequestError::BadBody(e.to_string())
-            }
-        })?;
-        let body: WasiBody = Full::new(body.to_bytes()).map_err(|never| match never {}).boxed_unsync();
+        let body = BodyExt::collect(Limited::new(body, limit))
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    RequestError::BodyTooLarge { limit }
+                } else {
+                    RequestError::BadBody(e.to_string())
+                }
+            })?;
+        let body: WasiBody = Full::new(body.to_bytes())
+            .map_err(|never| match never {})
+            .boxed_unsync();
 
         // The guest sees an absolute URL built from Host (HTTP/1.0 clients may omit it).
         let host = match parts.headers.get(http::header::HOST) {
@@ -258,23 +329,41 @@ impl App {
             Some(value) => value
                 .to_str()
                 .ok()
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == *h))
+                .filter(|h| {
+                    h.parse::<http::uri::Authority>()
+                        .is_ok_and(|a| a.as_str() == *h)
+                })
                 .ok_or_else(|| RequestError::BadRequest(format!("invalid Host header {value:?}")))?
                 .to_string(),
         };
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
         let full_url = format!("http://{host}{path_and_query}");
-        parts.uri = full_url.parse().map_err(|_| RequestError::BadRequest(format!("invalid request target {full_url:?}")))?;
+        parts.uri = full_url.parse().map_err(|_| {
+            RequestError::BadRequest(format!("invalid request target {full_url:?}"))
+        })?;
 
         // The spin-* headers are ours: a client must not be able to set them.
-        let spoofed: Vec<_> = parts.headers.keys().filter(|n| n.as_str().starts_with("spin-")).cloned().collect();
+        let spoofed: Vec<_> = parts
+            .headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
         for name in spoofed {
             parts.headers.remove(name);
         }
         parts.headers.remove(http::header::CONNECTION);
         let route = matched.route;
         let mut set = |name: &str, value: &str| {
-            if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value)) {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
                 parts.headers.insert(n, v);
             }
         };
@@ -286,10 +375,17 @@ impl App {
         set("spin-component-route", route.prefix());
         set("spin-client-addr", &client.to_string());
         for (name, value) in &matched.params {
-            set(&format!("spin-path-match-{}", name.to_ascii_lowercase()), value);
+            set(
+                &format!("spin-path-match-{}", name.to_ascii_lowercase()),
+                value,
+            );
         }
 
-        let _permit = self.permits.acquire().await.map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
         let request = http::Request::from_parts(parts, body);
         let started = std::time::Instant::now();
         component.handler.handle(Arc::from(request_id), request).await.map_err(|e| {

@@ -11,16 +11,18 @@ use crate::outbound::OutboundPolicy;
 use crate::runtime_config::ComponentSettings;
 use crate::state::{HostState, OutboundGate};
 use crate::variables::ComponentVariables;
-use wasmtime::Result;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use wasmtime::Result;
 use wasmtime::component::{GuestTaskId, ResourceTable};
 use wasmtime::{Store, StoreContextMut, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::handler::{HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus};
 use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
 
 /// Which `wasi:http` handler the component exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,8 +61,14 @@ impl ComponentRuntime {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundGate { component: self.id.clone(), policy: self.outbound.clone() },
-            limits: StoreLimitsBuilder::new().memory_size(self.max_memory_bytes).trap_on_grow_failure(false).build(),
+            hooks: OutboundGate {
+                component: self.id.clone(),
+                policy: self.outbound.clone(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.max_memory_bytes)
+                .trap_on_grow_failure(false)
+                .build(),
             kv: self.kv.clone(),
             vars: self.vars.clone(),
         };
@@ -167,13 +175,20 @@ pub struct Expiration {
 }
 
 impl WorkerExpiration for Expiration {
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, start: Instant) -> Poll<()> {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
         let me = self.get_mut();
         let timeout = match status {
             WorkerStatus::Idle => me.idle_timeout,
             WorkerStatus::Requests | WorkerStatus::PostReturn => me.request_timeout,
         };
-        let Some(deadline) = start.checked_add(timeout) else { return Poll::Pending };
+        let Some(deadline) = start.checked_add(timeout) else {
+            return Poll::Pending;
+        };
         let deadline = tokio::time::Instant::from_std(deadline);
         if me.sleep.deadline() != deadline {
             me.sleep.as_mut().reset(deadline);

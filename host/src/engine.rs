@@ -1,14 +1,14 @@
 //! The one wasmtime `Engine`, compiling (with a `.cwasm` cache) and linking components.
 
 use crate::state::HostState;
-use wasmtime::error::Context as _;
-use wasmtime::Result;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use wasmtime::Result;
 use wasmtime::component::{Component, Linker};
+use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; a busy guest yields this often so timeouts can fire.
@@ -68,15 +68,22 @@ impl Drop for EpochTicker {
 /// Loads a component from `source`, compiling it or reusing a cached `.cwasm` in `cache_dir`.
 ///
 /// A core module (`wasm32-wasip1`) is turned into a component with the preview1 adapter.
-pub fn load_component(engine: &Engine, source: &Path, cache_dir: Option<&Path>) -> Result<Component> {
-    let bytes = std::fs::read(source).with_context(|| format!("reading component {}", source.display()))?;
+pub fn load_component(
+    engine: &Engine,
+    source: &Path,
+    cache_dir: Option<&Path>,
+) -> Result<Component> {
+    let bytes =
+        std::fs::read(source).with_context(|| format!("reading component {}", source.display()))?;
     let bytes = if wasmparser::Parser::is_core_wasm(&bytes) {
-        componentize_preview1(&bytes).with_context(|| format!("adapting wasip1 module {}", source.display()))?
+        componentize_preview1(&bytes)
+            .with_context(|| format!("adapting wasip1 module {}", source.display()))?
     } else {
         bytes
     };
     let Some(cache_dir) = cache_dir else {
-        return Component::new(engine, &bytes).with_context(|| format!("compiling {}", source.display()));
+        return Component::new(engine, &bytes)
+            .with_context(|| format!("compiling {}", source.display()));
     };
     let cached = cache_path(engine, cache_dir, &bytes);
     if cached.exists() {
@@ -84,10 +91,13 @@ pub fn load_component(engine: &Engine, source: &Path, cache_dir: Option<&Path>) 
         // settings (the compatibility hash is part of its name), in our own data directory.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(file = %cached.display(), error = %e, "ignoring unusable compiled cache entry"),
+            Err(e) => {
+                tracing::warn!(file = %cached.display(), error = %e, "ignoring unusable compiled cache entry")
+            }
         }
     }
-    let component = Component::new(engine, &bytes).with_context(|| format!("compiling {}", source.display()))?;
+    let component = Component::new(engine, &bytes)
+        .with_context(|| format!("compiling {}", source.display()))?;
     if let Err(e) = write_cache(&cached, &component) {
         tracing::warn!(file = %cached.display(), error = %e, "could not cache compiled component");
     }
@@ -97,7 +107,10 @@ pub fn load_component(engine: &Engine, source: &Path, cache_dir: Option<&Path>) 
 fn cache_path(engine: &Engine, dir: &Path, wasm: &[u8]) -> PathBuf {
     let mut h = Sha256::new();
     h.update(wasm);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut h));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut h),
+    );
     dir.join(format!("{}.cwasm", hex::encode(&h.finalize()[..16])))
 }
 
@@ -113,7 +126,9 @@ impl std::hash::Hasher for HashWriter<'_> {
 }
 
 fn write_cache(path: &Path, component: &Component) -> Result<()> {
-    let dir = path.parent().expect("cache paths are inside the cache directory");
+    let dir = path
+        .parent()
+        .expect("cache paths are inside the cache directory");
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, component.serialize()?)?;
@@ -124,13 +139,13 @@ fn write_cache(path: &Path, component: &Component) -> Result<()> {
 fn componentize_preview1(module: &[u8]) -> Result<Vec<u8>> {
     let encode = || -> anyhow::Result<Vec<u8>> {
         wit_component::ComponentEncoder::default()
-        .module(module)?
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )?
-        .validate(true)
-        .encode()
+            .module(module)?
+            .adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )?
+            .validate(true)
+            .encode()
     };
     encode().map_err(wasmtime::Error::from_anyhow)
 }

@@ -20,9 +20,18 @@ pub enum StartError {
     #[error(transparent)]
     Variable(#[from] VariableError),
     #[error("{file}: `component.{id}.allowed_outbound_hosts[{index}]`: {message}")]
-    OutboundHost { file: String, id: String, index: usize, message: String },
+    OutboundHost {
+        file: String,
+        id: String,
+        index: usize,
+        message: String,
+    },
     #[error("component `{id}` ({source_path}): {error:#}")]
-    Component { id: String, source_path: String, error: wasmtime::Error },
+    Component {
+        id: String,
+        source_path: String,
+        error: wasmtime::Error,
+    },
     #[error("key-value store: {0}")]
     Storage(#[from] KvError),
     #[error("{0:#}")]
@@ -73,8 +82,12 @@ impl RequestError {
     fn message(&self) -> String {
         match self {
             RequestError::NoRoute { path } => format!("no route matches {path}"),
-            RequestError::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
-            RequestError::HeadersTooLarge { limit } => format!("request headers larger than {limit} bytes in all"),
+            RequestError::BodyTooLarge { limit } => {
+                format!("request body larger than {limit} bytes")
+            }
+            RequestError::HeadersTooLarge { limit } => {
+                format!("request headers larger than {limit} bytes in all")
+            }
             RequestError::BadBody(m) => format!("request body could not be read: {m}"),
             RequestError::BadRequest(m) => m.clone(),
             RequestError::Timeout => "the component did not answer in time".into(),
@@ -98,6 +111,10 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> http::Response<Wa
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes).map_err(|never| match never {}).boxed_unsync())
+        .body(
+            Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("static response parts are valid")
 }

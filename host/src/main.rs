@@ -9,7 +9,11 @@ use tiktok_edge::runtime_config::RuntimeConfig;
 use tiktok_edge::{App, AppOptions};
 
 #[derive(Parser)]
-#[command(name = "tiktok-edge", version, about = "TikTok for Business integration at the edge: runs tiktok-edge's WebAssembly components (and Spin apps) on wasmtime")]
+#[command(
+    name = "tiktok-edge",
+    version,
+    about = "TikTok for Business integration at the edge: runs tiktok-edge's WebAssembly components (and Spin apps) on wasmtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,28 +41,47 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIKTOK_EDGE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("TIKTOK_EDGE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Up { manifest, listen, data_dir, runtime_config } => runtime.block_on(up(manifest, listen, data_dir, runtime_config)),
+        Command::Up {
+            manifest,
+            listen,
+            data_dir,
+            runtime_config,
+        } => runtime.block_on(up(manifest, listen, data_dir, runtime_config)),
     }
 }
 
-async fn up(manifest: PathBuf, listen: SocketAddr, data_dir: PathBuf, runtime_config: Option<PathBuf>) -> anyhow::Result<()> {
+async fn up(
+    manifest: PathBuf,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    runtime_config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut options = AppOptions::new(manifest, data_dir);
     if let Some(file) = runtime_config {
         options.runtime_config = RuntimeConfig::load(&file)?;
     }
     let started = std::time::Instant::now();
     let app = tokio::task::spawn_blocking(move || App::load(options)).await??;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    println!("Serving {} on http://{addr} (loaded in {} ms)", app.manifest().name, started.elapsed().as_millis());
+    println!(
+        "Serving {} on http://{addr} (loaded in {} ms)",
+        app.manifest().name,
+        started.elapsed().as_millis()
+    );
     println!("Available routes:");
     for (route, component, kind) in app.routes() {
         println!("  {component}: http://{addr}{route} ({kind:?})");
@@ -68,7 +91,8 @@ async fn up(manifest: PathBuf, listen: SocketAddr, data_dir: PathBuf, runtime_co
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -13,11 +13,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {file}: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Syntax { file: PathBuf, message: String },
     #[error("{file}: `{key}`: {message}")]
-    Invalid { file: PathBuf, key: String, message: String },
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 /// An application variable (`[variables]`).
@@ -123,29 +130,47 @@ enum RawSource {
 impl Manifest {
     /// Reads and validates `file`; component sources are resolved relative to it.
     pub fn load(file: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read { file: file.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
         Self::parse(file, &text)
     }
 
     /// Validates manifest `text` as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| ManifestError::Syntax { file: file.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
-        let invalid = |key: String, message: String| ManifestError::Invalid { file: file.to_path_buf(), key, message };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: String| ManifestError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
 
         if raw.spin_manifest_version.as_integer() != Some(2) {
             return Err(invalid(
                 "spin_manifest_version".into(),
-                format!("must be 2 (got {}); convert older manifests with `spin doctor`", raw.spin_manifest_version),
+                format!(
+                    "must be 2 (got {}); convert older manifests with `spin doctor`",
+                    raw.spin_manifest_version
+                ),
             ));
         }
         if raw.application.name.trim().is_empty() {
-            return Err(invalid("application.name".into(), "must not be empty".into()));
+            return Err(invalid(
+                "application.name".into(),
+                "must not be empty".into(),
+            ));
         }
         for (name, decl) in &raw.variables {
             check_variable_name(name).map_err(|m| invalid(format!("variables.{name}"), m))?;
             if decl.required && decl.default.is_some() {
-                return Err(invalid(format!("variables.{name}"), "cannot be both `required` and have a `default`".into()));
+                return Err(invalid(
+                    format!("variables.{name}"),
+                    "cannot be both `required` and have a `default`".into(),
+                ));
             }
         }
 
@@ -155,23 +180,38 @@ impl Manifest {
             check_component_id(&id).map_err(|m| invalid(format!("component.{id}"), m))?;
             let source = match c.source {
                 RawSource::Path(p) if p.trim().is_empty() => {
-                    return Err(invalid(format!("component.{id}.source"), "must name a .wasm file".into()));
+                    return Err(invalid(
+                        format!("component.{id}.source"),
+                        "must name a .wasm file".into(),
+                    ));
                 }
                 RawSource::Path(p) => base_dir.join(p),
                 RawSource::Remote { url } => {
                     return Err(invalid(
                         format!("component.{id}.source"),
-                        format!("remote sources ({url}) are not fetched by tiktok-edge; download the .wasm and name its path"),
+                        format!(
+                            "remote sources ({url}) are not fetched by tiktok-edge; download the .wasm and name its path"
+                        ),
                     ));
                 }
             };
             // Entries with `{{ variable }}` templates are checked once variables are resolved.
-            for (i, host) in c.allowed_outbound_hosts.iter().enumerate().filter(|(_, h)| !h.contains("{{")) {
-                crate::outbound::AllowedHost::parse(host)
-                    .map_err(|m| invalid(format!("component.{id}.allowed_outbound_hosts[{i}]"), m))?;
+            for (i, host) in c
+                .allowed_outbound_hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !h.contains("{{"))
+            {
+                crate::outbound::AllowedHost::parse(host).map_err(|m| {
+                    invalid(format!("component.{id}.allowed_outbound_hosts[{i}]"), m)
+                })?;
             }
             for (i, store) in c.key_value_stores.iter().enumerate() {
-                if store.is_empty() || !store.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                if store.is_empty()
+                    || !store
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
                     return Err(invalid(
                         format!("component.{id}.key_value_stores[{i}]"),
                         format!("{store:?} is not a store label (letters, digits, '_' and '-')"),
@@ -179,14 +219,17 @@ impl Manifest {
                 }
             }
             for (name, template) in &c.variables {
-                check_variable_name(name).map_err(|m| invalid(format!("component.{id}.variables.{name}"), m))?;
+                check_variable_name(name)
+                    .map_err(|m| invalid(format!("component.{id}.variables.{name}"), m))?;
                 for reference in template_references(template)
                     .map_err(|m| invalid(format!("component.{id}.variables.{name}"), m))?
                 {
                     if !raw.variables.contains_key(&reference) {
                         return Err(invalid(
                             format!("component.{id}.variables.{name}"),
-                            format!("refers to {{{{ {reference} }}}}, which is not declared in [variables]"),
+                            format!(
+                                "refers to {{{{ {reference} }}}}, which is not declared in [variables]"
+                            ),
                         ));
                     }
                 }
@@ -211,14 +254,22 @@ impl Manifest {
                 return Err(invalid(format!("{key}.component"), "is missing".into()));
             };
             if !components.contains_key(&component) {
-                return Err(invalid(format!("{key}.component"), format!("no [component.{component}] in this manifest")));
+                return Err(invalid(
+                    format!("{key}.component"),
+                    format!("no [component.{component}] in this manifest"),
+                ));
             }
             let route = match t.route {
-                RawRoute::Path(p) => Route::parse(&p).map_err(|e: RouteError| invalid(format!("{key}.route"), format!("{p:?}: {e}")))?,
+                RawRoute::Path(p) => Route::parse(&p).map_err(|e: RouteError| {
+                    invalid(format!("{key}.route"), format!("{p:?}: {e}"))
+                })?,
                 // Private endpoints are reachable only by service chaining, which this host does not offer.
                 RawRoute::Private { private: true } => continue,
                 RawRoute::Private { private: false } => {
-                    return Err(invalid(format!("{key}.route"), "give a path, or `{ private = true }`".into()));
+                    return Err(invalid(
+                        format!("{key}.route"),
+                        "give a path, or `{ private = true }`".into(),
+                    ));
                 }
             };
             http_triggers.push(HttpTrigger { route, component });
@@ -238,16 +289,34 @@ impl Manifest {
 /// Spin's rule: lowercase letters, digits and `_`, starting with a letter.
 fn check_variable_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok { Ok(()) } else { Err(format!("{name:?} is not a variable name (lowercase letters, digits and '_', starting with a letter)")) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a variable name (lowercase letters, digits and '_', starting with a letter)"
+        ))
+    }
 }
 
 /// Spin's rule: kebab-case words of lowercase letters and digits.
 fn check_component_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
-        && id.split('-').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && id.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         && id.starts_with(|c: char| c.is_ascii_lowercase());
-    if ok { Ok(()) } else { Err(format!("{id:?} is not a component id (kebab-case: lowercase letters and digits)")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a component id (kebab-case: lowercase letters and digits)"
+        ))
+    }
 }
 
 /// A part of a variable template: literal text or a `{{ variable }}` reference.
@@ -266,7 +335,9 @@ pub fn parse_template(template: &str) -> Result<Vec<TemplatePart<'_>>, String> {
             parts.push(TemplatePart::Literal(&rest[..start]));
         }
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| format!("unclosed '{{{{' in {template:?}"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed '{{{{' in {template:?}"))?;
         let name = after[..end].trim();
         check_variable_name(name)?;
         parts.push(TemplatePart::Variable(name.to_string()));
@@ -344,43 +415,67 @@ command = "cargo build"
     #[test]
     fn refuses_wrong_manifest_version() {
         let e = refusal(&GOOD.replace("spin_manifest_version = 2", "spin_manifest_version = 1"));
-        assert!(e.starts_with("/app/spin.toml: `spin_manifest_version`: must be 2"), "{e}");
+        assert!(
+            e.starts_with("/app/spin.toml: `spin_manifest_version`: must be 2"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_trigger_for_unknown_component() {
-        let e = refusal(&GOOD.replace("component = \"hello\"\n\n[[trigger.http]]", "component = \"nope\"\n\n[[trigger.http]]"));
-        assert!(e.contains("`trigger.http[0].component`: no [component.nope]"), "{e}");
+        let e = refusal(&GOOD.replace(
+            "component = \"hello\"\n\n[[trigger.http]]",
+            "component = \"nope\"\n\n[[trigger.http]]",
+        ));
+        assert!(
+            e.contains("`trigger.http[0].component`: no [component.nope]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_bad_route() {
         let e = refusal(&GOOD.replace("\"/hello/...\"", "\"hello\""));
-        assert!(e.contains("`trigger.http[0].route`") && e.contains("must start with '/'"), "{e}");
+        assert!(
+            e.contains("`trigger.http[0].route`") && e.contains("must start with '/'"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_missing_source_naming_the_line() {
         let e = refusal(&GOOD.replace("source = \"hello.wasm\"", ""));
-        assert!(e.starts_with("/app/spin.toml: ") && e.contains("source"), "{e}");
+        assert!(
+            e.starts_with("/app/spin.toml: ") && e.contains("source"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_undeclared_template_variable() {
         let e = refusal(&GOOD.replace("{{ api_base }}", "{{ nope }}"));
-        assert!(e.contains("`component.hello.variables.base`") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("`component.hello.variables.base`") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_required_variable_with_default() {
-        let e = refusal(&GOOD.replace("required = true, secret = true", "required = true, default = \"x\""));
+        let e = refusal(&GOOD.replace(
+            "required = true, secret = true",
+            "required = true, default = \"x\"",
+        ));
         assert!(e.contains("`variables.token`"), "{e}");
     }
 
     #[test]
     fn refuses_bad_outbound_host() {
         let e = refusal(&GOOD.replace("http://127.0.0.1:*", "127.0.0.1"));
-        assert!(e.contains("`component.hello.allowed_outbound_hosts[0]`"), "{e}");
+        assert!(
+            e.contains("`component.hello.allowed_outbound_hosts[0]`"),
+            "{e}"
+        );
     }
 
     #[test]

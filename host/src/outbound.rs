@@ -37,12 +37,15 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 impl AllowedHost {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let (scheme, rest) = raw
-            .split_once("://")
-            .ok_or_else(|| format!("{raw:?} needs a scheme, e.g. \"https://{raw}\" or \"*://{raw}\""))?;
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+            format!("{raw:?} needs a scheme, e.g. \"https://{raw}\" or \"*://{raw}\"")
+        })?;
         let scheme = match scheme {
             "*" => None,
-            s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'+') => {
+            s if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'+') =>
+            {
                 Some(s.to_string())
             }
             s => return Err(format!("{s:?} is not a URL scheme")),
@@ -60,20 +63,35 @@ impl AllowedHost {
         let host = match host {
             "" => return Err(format!("{raw:?} has no host")),
             "*" => HostPattern::Any,
-            h if h.starts_with("*.") && h.len() > 2 && !h[2..].contains('*') => HostPattern::SubdomainOf(h[2..].to_ascii_lowercase()),
-            h if h.contains('*') => return Err(format!("{h:?}: '*' is allowed only as the whole host or as '*.domain'")),
-            h => HostPattern::Exact(h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()),
+            h if h.starts_with("*.") && h.len() > 2 && !h[2..].contains('*') => {
+                HostPattern::SubdomainOf(h[2..].to_ascii_lowercase())
+            }
+            h if h.contains('*') => {
+                return Err(format!(
+                    "{h:?}: '*' is allowed only as the whole host or as '*.domain'"
+                ));
+            }
+            h => HostPattern::Exact(
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase(),
+            ),
         };
         let port = match port {
             None => {
                 if scheme.as_deref().and_then(default_port).is_none() {
-                    return Err(format!("{raw:?} needs a port: its scheme has no default one"));
+                    return Err(format!(
+                        "{raw:?} needs a port: its scheme has no default one"
+                    ));
                 }
                 PortPattern::Default
             }
             Some("*") => PortPattern::Any,
             Some(p) => {
-                let parse = |s: &str| s.parse::<u16>().map_err(|_| format!("{p:?} is not a port, a range 'a..b' or '*'"));
+                let parse = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| format!("{p:?} is not a port, a range 'a..b' or '*'"))
+                };
                 match p.split_once("..") {
                     Some((a, b)) => {
                         let (a, b) = (parse(a)?, parse(b)?);
@@ -97,13 +115,20 @@ impl AllowedHost {
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
             return false;
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let host_ok = match &self.host {
             HostPattern::Any => true,
             HostPattern::Exact(h) => *h == host,
-            HostPattern::SubdomainOf(d) => host.strip_suffix(d.as_str()).is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+            HostPattern::SubdomainOf(d) => host
+                .strip_suffix(d.as_str())
+                .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
         };
-        let Some(port) = port.or_else(|| default_port(scheme)) else { return false };
+        let Some(port) = port.or_else(|| default_port(scheme)) else {
+            return false;
+        };
         let port_ok = match self.port {
             PortPattern::Any => true,
             PortPattern::Default => default_port(scheme) == Some(port),
@@ -135,35 +160,105 @@ mod tests {
     use super::*;
 
     fn allows(entry: &str, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        AllowedHost::parse(entry).unwrap().allows(scheme, host, port)
+        AllowedHost::parse(entry)
+            .unwrap()
+            .allows(scheme, host, port)
     }
 
     #[test]
     fn exact_host_uses_the_schemes_default_port() {
-        assert!(allows("https://business-api.tiktok.com", "https", "business-api.tiktok.com", None));
-        assert!(allows("https://business-api.tiktok.com", "https", "business-api.tiktok.com", Some(443)));
-        assert!(!allows("https://business-api.tiktok.com", "https", "business-api.tiktok.com", Some(8443)));
-        assert!(!allows("https://business-api.tiktok.com", "http", "business-api.tiktok.com", None));
-        assert!(!allows("https://business-api.tiktok.com", "https", "evil.com", None));
-        assert!(!allows("https://business-api.tiktok.com", "https", "business-api.tiktok.com.evil.com", None));
+        assert!(allows(
+            "https://business-api.tiktok.com",
+            "https",
+            "business-api.tiktok.com",
+            None
+        ));
+        assert!(allows(
+            "https://business-api.tiktok.com",
+            "https",
+            "business-api.tiktok.com",
+            Some(443)
+        ));
+        assert!(!allows(
+            "https://business-api.tiktok.com",
+            "https",
+            "business-api.tiktok.com",
+            Some(8443)
+        ));
+        assert!(!allows(
+            "https://business-api.tiktok.com",
+            "http",
+            "business-api.tiktok.com",
+            None
+        ));
+        assert!(!allows(
+            "https://business-api.tiktok.com",
+            "https",
+            "evil.com",
+            None
+        ));
+        assert!(!allows(
+            "https://business-api.tiktok.com",
+            "https",
+            "business-api.tiktok.com.evil.com",
+            None
+        ));
     }
 
     #[test]
     fn wildcards() {
-        assert!(allows("http://127.0.0.1:*", "http", "127.0.0.1", Some(9123)));
-        assert!(!allows("http://127.0.0.1:*", "http", "127.0.0.2", Some(9123)));
+        assert!(allows(
+            "http://127.0.0.1:*",
+            "http",
+            "127.0.0.1",
+            Some(9123)
+        ));
+        assert!(!allows(
+            "http://127.0.0.1:*",
+            "http",
+            "127.0.0.2",
+            Some(9123)
+        ));
         assert!(allows("*://*:*", "https", "anything.example", Some(1)));
-        assert!(allows("https://*.tiktok.com", "https", "business-api.tiktok.com", None));
+        assert!(allows(
+            "https://*.tiktok.com",
+            "https",
+            "business-api.tiktok.com",
+            None
+        ));
         assert!(!allows("https://*.tiktok.com", "https", "tiktok.com", None));
-        assert!(!allows("https://*.tiktok.com", "https", "eviltiktok.com", None));
-        assert!(allows("http://localhost:8000..8010", "http", "localhost", Some(8005)));
-        assert!(!allows("http://localhost:8000..8010", "http", "localhost", Some(8011)));
+        assert!(!allows(
+            "https://*.tiktok.com",
+            "https",
+            "eviltiktok.com",
+            None
+        ));
+        assert!(allows(
+            "http://localhost:8000..8010",
+            "http",
+            "localhost",
+            Some(8005)
+        ));
+        assert!(!allows(
+            "http://localhost:8000..8010",
+            "http",
+            "localhost",
+            Some(8011)
+        ));
         assert!(allows("http://[::1]:3000", "http", "[::1]", Some(3000)));
     }
 
     #[test]
     fn refuses_malformed_entries() {
-        for bad in ["127.0.0.1", "https://", "https://a.com/path", "https://a*.com", "redis://host", "http://h:x", "http://h:9..1"] {
+        for bad in [
+            "127.0.0.1",
+            "https://",
+            "https://a.com/path",
+            "https://a*.com",
+            "redis://host",
+            "http://h:x",
+            "http://h:9..1",
+        ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad}");
         }
     }

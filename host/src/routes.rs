@@ -57,7 +57,11 @@ impl Route {
                 return Err(RouteError::MisplacedWildcard);
             }
             if let Some(name) = part.strip_prefix(':') {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
                     return Err(RouteError::BadParam);
                 }
                 if names.contains(&name) {
@@ -69,7 +73,11 @@ impl Route {
                 segments.push(Segment::Literal(part.to_string()));
             }
         }
-        Ok(Route { raw: raw.to_string(), segments, wildcard })
+        Ok(Route {
+            raw: raw.to_string(),
+            segments,
+            wildcard,
+        })
     }
 
     pub fn raw(&self) -> &str {
@@ -84,13 +92,19 @@ impl Route {
     /// Matches `path` (no query), returning the rank used to pick the most specific route.
     fn matches<'p>(&self, path: &'p str) -> Option<(Vec<u8>, RouteMatchParts<'p>)> {
         let trimmed = path.strip_prefix('/')?;
-        let parts: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
+        let parts: Vec<&str> = if trimmed.is_empty() {
+            Vec::new()
+        } else {
+            trimmed.split('/').collect()
+        };
         // A trailing slash is insignificant for matching: `/foo/` matches `/foo`.
         let significant = match parts.last() {
             Some(&"") => &parts[..parts.len() - 1],
             _ => &parts[..],
         };
-        if significant.len() < self.segments.len() || (!self.wildcard && significant.len() != self.segments.len()) {
+        if significant.len() < self.segments.len()
+            || (!self.wildcard && significant.len() != self.segments.len())
+        {
             return None;
         }
         let mut rank = Vec::with_capacity(self.segments.len() + 1);
@@ -174,16 +188,22 @@ impl<T> Router<T> {
     pub fn route(&self, path: &str) -> Option<RouteMatch<'_, T>> {
         let mut best: Option<(Vec<u8>, &Route, &T, RouteMatchParts<'_>)> = None;
         for (route, target) in &self.routes {
-            if let Some((rank, parts)) = route.matches(path) {
-                if best.as_ref().is_none_or(|(best_rank, ..)| rank > *best_rank) {
-                    best = Some((rank, route, target, parts));
-                }
+            if let Some((rank, parts)) = route.matches(path)
+                && best
+                    .as_ref()
+                    .is_none_or(|(best_rank, ..)| rank > *best_rank)
+            {
+                best = Some((rank, route, target, parts));
             }
         }
         best.map(|(_, route, target, parts)| RouteMatch {
             target,
             route,
-            params: parts.params.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            params: parts
+                .params
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
             path_info: parts.path_info,
         })
     }
@@ -207,7 +227,14 @@ mod tests {
 
     #[test]
     fn most_specific_route_wins() {
-        let r = router(&["/...", "/foo/...", "/foo/:id", "/foo/bar", "/foo", "/foo/:id/..."]);
+        let r = router(&[
+            "/...",
+            "/foo/...",
+            "/foo/:id",
+            "/foo/bar",
+            "/foo",
+            "/foo/:id/...",
+        ]);
         assert_eq!(winner(&r, "/foo/bar").as_deref(), Some("/foo/bar"));
         assert_eq!(winner(&r, "/foo/baz").as_deref(), Some("/foo/:id"));
         assert_eq!(winner(&r, "/foo/baz/x").as_deref(), Some("/foo/:id/..."));
@@ -251,7 +278,10 @@ mod tests {
         assert_eq!(m.params["org"], "acme");
         assert_eq!(m.params["advertiser_id"], "42");
         assert_eq!(m.path_info, "/campaigns");
-        assert!(r.route("/v1/orgs//advertisers/42").is_none(), "an empty segment is no parameter");
+        assert!(
+            r.route("/v1/orgs//advertisers/42").is_none(),
+            "an empty segment is no parameter"
+        );
     }
 
     #[test]
@@ -268,7 +298,10 @@ mod tests {
         assert_eq!(Route::parse("/a/.../b"), Err(RouteError::MisplacedWildcard));
         assert_eq!(Route::parse("/a..."), Err(RouteError::MisplacedWildcard));
         assert_eq!(Route::parse("/a/:"), Err(RouteError::BadParam));
-        assert_eq!(Route::parse("/:a/:a"), Err(RouteError::DuplicateParam("a".into())));
+        assert_eq!(
+            Route::parse("/:a/:a"),
+            Err(RouteError::DuplicateParam("a".into()))
+        );
     }
 
     #[test]

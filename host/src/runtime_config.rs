@@ -63,14 +63,20 @@ pub struct ComponentSettings {
 
 impl Default for ComponentSettings {
     fn default() -> Self {
-        ComponentSettings { max_instance_reuse: 1, max_concurrent_reuse: 1 }
+        ComponentSettings {
+            max_instance_reuse: 1,
+            max_concurrent_reuse: 1,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeConfigError {
     #[error("cannot read {file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
 }
@@ -78,26 +84,41 @@ pub enum RuntimeConfigError {
 impl RuntimeConfig {
     pub fn load(file: &Path) -> Result<Self, RuntimeConfigError> {
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|source| RuntimeConfigError::Read { file: name.clone(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| RuntimeConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
         Self::parse(&name, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, RuntimeConfigError> {
-        let invalid = |message: String| RuntimeConfigError::Invalid { file: file.to_string(), message };
-        let config: RuntimeConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let invalid = |message: String| RuntimeConfigError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        let config: RuntimeConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let l = &config.limits;
         if l.request_timeout_ms == 0 {
-            return Err(invalid("`limits.request_timeout_ms` must be at least 1".into()));
+            return Err(invalid(
+                "`limits.request_timeout_ms` must be at least 1".into(),
+            ));
         }
         if l.max_concurrent_requests == 0 {
-            return Err(invalid("`limits.max_concurrent_requests` must be at least 1".into()));
+            return Err(invalid(
+                "`limits.max_concurrent_requests` must be at least 1".into(),
+            ));
         }
         if l.max_memory_bytes < (1 << 16) {
-            return Err(invalid("`limits.max_memory_bytes` must be at least one 64 KiB page".into()));
+            return Err(invalid(
+                "`limits.max_memory_bytes` must be at least one 64 KiB page".into(),
+            ));
         }
         for (id, c) in &config.component {
             if c.max_instance_reuse == 0 || c.max_concurrent_reuse == 0 {
-                return Err(invalid(format!("`component.{id}`: reuse counts must be at least 1")));
+                return Err(invalid(format!(
+                    "`component.{id}`: reuse counts must be at least 1"
+                )));
             }
         }
         Ok(config)
@@ -132,9 +153,13 @@ mod tests {
 
     #[test]
     fn refuses_unknown_keys_and_zero_limits() {
-        let e = RuntimeConfig::parse("rc.toml", "[limits]\nmax_body = 1\n").unwrap_err().to_string();
+        let e = RuntimeConfig::parse("rc.toml", "[limits]\nmax_body = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("rc.toml: ") && e.contains("max_body"), "{e}");
-        let e = RuntimeConfig::parse("rc.toml", "[component.a]\nmax_instance_reuse = 0\n").unwrap_err().to_string();
+        let e = RuntimeConfig::parse("rc.toml", "[component.a]\nmax_instance_reuse = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("component.a"), "{e}");
     }
 }

@@ -1,15 +1,17 @@
 //! What each component instance's `Store` holds, and the outbound HTTP gate.
 
-use crate::kv::host::KvView;
 use crate::kv::KeyValueAccess;
+use crate::kv::host::KvView;
 use crate::outbound::OutboundPolicy;
-use crate::variables::host::VarsView;
 use crate::variables::ComponentVariables;
+use crate::variables::host::VarsView;
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 /// Store data of one component instance.
 pub struct HostState {
@@ -24,7 +26,10 @@ pub struct HostState {
 
 impl HostState {
     pub fn kv_view(&mut self) -> KvView<'_> {
-        KvView { access: &self.kv, table: &mut self.table }
+        KvView {
+            access: &self.kv,
+            table: &mut self.table,
+        }
     }
 
     pub fn vars_view(&mut self) -> VarsView<'_> {
@@ -34,13 +39,20 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -73,7 +85,10 @@ impl WasiHttpHooks for OutboundGate {
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }

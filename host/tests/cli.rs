@@ -14,7 +14,11 @@ fn workspace() -> &'static Path {
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -34,18 +38,37 @@ fn up_serves_the_repository_manifest_and_stops_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let addr = first.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
     let listing: Vec<String> = lines.by_ref().take(15).map(Result::unwrap).collect();
-    assert!(listing.iter().any(|l| l.contains("pixel-collector: http://") && l.ends_with("/pixel/... (P2)")), "{listing:?}");
+    assert!(
+        listing
+            .iter()
+            .any(|l| l.contains("pixel-collector: http://") && l.ends_with("/pixel/... (P2)")),
+        "{listing:?}"
+    );
 
     let response = http_get(&addr, "/info/oauth-callback");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("\"api_base_url\":\"http://127.0.0.1:9\""), "the env variable overrides the default: {response}");
+    assert!(
+        response.contains("\"api_base_url\":\"http://127.0.0.1:9\""),
+        "the env variable overrides the default: {response}"
+    );
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
-    assert!(exit.success(), "tiktok-edge exits cleanly on SIGTERM: {exit:?}");
+    assert!(
+        exit.success(),
+        "tiktok-edge exits cleanly on SIGTERM: {exit:?}"
+    );
 }
 
 #[test]
@@ -57,8 +80,18 @@ fn up_refuses_a_bad_manifest_naming_file_and_key() {
         "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"missing\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["up", "--listen", "127.0.0.1:0", "--manifest"]).arg(&manifest).arg("--data-dir").arg(dir.path().join("d")).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--manifest"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("spin.toml") && stderr.contains("`trigger.http[0].component`: no [component.missing]"), "{stderr}");
+    assert!(
+        stderr.contains("spin.toml")
+            && stderr.contains("`trigger.http[0].component`: no [component.missing]"),
+        "{stderr}"
+    );
 }

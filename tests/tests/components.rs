@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{get, start, COMPONENTS, OUR_COMPONENTS};
+use common::{COMPONENTS, OUR_COMPONENTS, get, start};
 use serde_json::Value;
 use wasmparser::{Parser, Payload};
 
@@ -20,8 +20,16 @@ fn import_allowed(name: &str) -> bool {
     ];
     // wasm-component-ld unifies our wasi:http@0.2.0 imports with the 0.2.x that std's
     // bindings know, so any 0.2 patch version is a wasi:http 0.2 import.
-    const STD_PACKAGES: &[&str] = &["wasi:http/types@", "wasi:http/outgoing-handler@", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
-    EXACT.contains(&name) || (STD_PACKAGES.iter().any(|p| name.starts_with(p)) && name.contains("@0.2."))
+    const STD_PACKAGES: &[&str] = &[
+        "wasi:http/types@",
+        "wasi:http/outgoing-handler@",
+        "wasi:cli/",
+        "wasi:io/",
+        "wasi:clocks/",
+        "wasi:random/",
+    ];
+    EXACT.contains(&name)
+        || (STD_PACKAGES.iter().any(|p| name.starts_with(p)) && name.contains("@0.2."))
 }
 
 fn component_imports_and_exports(file: &str) -> (Vec<String>, Vec<String>) {
@@ -54,15 +62,32 @@ fn components_import_only_the_supported_interfaces() {
         let (imports, exports) = component_imports_and_exports(&wasm_file(id));
         assert!(!imports.is_empty(), "{id}: no imports read");
         let outside: Vec<_> = imports.iter().filter(|i| !import_allowed(i)).collect();
-        assert!(outside.is_empty(), "{id} imports interfaces outside the supported list: {outside:?}");
-        assert!(exports.contains(&"wasi:http/incoming-handler@0.2.0".to_string()), "{id} exports {exports:?}");
-        assert!(exports.contains(&format!("tiktok:edge/{iface}@0.1.0")), "{id} exports {exports:?}");
+        assert!(
+            outside.is_empty(),
+            "{id} imports interfaces outside the supported list: {outside:?}"
+        );
+        assert!(
+            exports.contains(&"wasi:http/incoming-handler@0.2.0".to_string()),
+            "{id} exports {exports:?}"
+        );
+        assert!(
+            exports.contains(&format!("tiktok:edge/{iface}@0.1.0")),
+            "{id} exports {exports:?}"
+        );
     }
 }
 
 #[test]
 fn the_import_check_itself_rejects_host_private_interfaces() {
-    for private in ["wasi:http/types@0.3.0", "spin:key-value/key-value@3.0.0", "fermyon:spin/key-value@2.0.0", "wasi:keyvalue/store@0.2.0-draft", "wasi:filesystem/types@0.2.0", "wasi:sockets/tcp@0.2.0", "wasi:config/store@0.2.0-rc.1"] {
+    for private in [
+        "wasi:http/types@0.3.0",
+        "spin:key-value/key-value@3.0.0",
+        "fermyon:spin/key-value@2.0.0",
+        "wasi:keyvalue/store@0.2.0-draft",
+        "wasi:filesystem/types@0.2.0",
+        "wasi:sockets/tcp@0.2.0",
+        "wasi:config/store@0.2.0-rc.1",
+    ] {
         assert!(!import_allowed(private), "{private}");
     }
 }
@@ -91,9 +116,16 @@ async fn every_component_serves_its_info_route_from_store_and_variables() {
             let v: Value = serde_json::from_str(&body).unwrap();
             assert_eq!(v["name"], id);
             assert_eq!(v["api_base_url"], "http://127.0.0.1:9");
-            assert_eq!(v["info_calls"], expected_calls, "{id} counts its calls in the key-value store");
+            assert_eq!(
+                v["info_calls"], expected_calls,
+                "{id} counts its calls in the key-value store"
+            );
         }
-        let r = reqwest::Client::new().post(s.url(&format!("/info/{id}"))).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(s.url(&format!("/info/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()["allow"], "GET");
     }
@@ -109,7 +141,10 @@ async fn a_missing_variable_is_a_json_error_not_a_crash() {
     assert_eq!(r.status(), 500);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "internal_error");
-    assert_eq!(v["error"]["message"], "variable tiktok_api_base_url is not set");
+    assert_eq!(
+        v["error"]["message"],
+        "variable tiktok_api_base_url is not set"
+    );
     s.stop().await;
 }
 
@@ -120,16 +155,35 @@ async fn typed_info_export_can_be_called_without_http() {
     let s = start(dir.path(), &manifest(), |_| {}).await.unwrap();
     for (id, iface) in OUR_COMPONENTS {
         let (mut store, instance) = s.app.instantiate(id).await.unwrap();
-        let iface_index = instance.get_export_index(&mut store, None, &format!("tiktok:edge/{iface}@0.1.0")).unwrap();
-        let func_index = instance.get_export_index(&mut store, Some(&iface_index), "info").unwrap();
+        let iface_index = instance
+            .get_export_index(&mut store, None, &format!("tiktok:edge/{iface}@0.1.0"))
+            .unwrap();
+        let func_index = instance
+            .get_export_index(&mut store, Some(&iface_index), "info")
+            .unwrap();
         let func = instance.get_func(&mut store, func_index).unwrap();
         let mut results = [Val::Bool(false)];
-        func.call_async(&mut store, &[], &mut results).await.unwrap();
-        let Val::Result(Ok(Some(record))) = &results[0] else { panic!("{id}: info failed: {:?}", results[0]) };
-        let Val::Record(fields) = &**record else { panic!("{id}: not a record: {record:?}") };
-        let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();
+        func.call_async(&mut store, &[], &mut results)
+            .await
+            .unwrap();
+        let Val::Result(Ok(Some(record))) = &results[0] else {
+            panic!("{id}: info failed: {:?}", results[0])
+        };
+        let Val::Record(fields) = &**record else {
+            panic!("{id}: not a record: {record:?}")
+        };
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
         assert_eq!(field("name"), Val::String(id.into()));
-        assert_eq!(field("api-base-url"), Val::String("http://127.0.0.1:9".into()));
+        assert_eq!(
+            field("api-base-url"),
+            Val::String("http://127.0.0.1:9".into())
+        );
         assert_eq!(field("info-calls"), Val::S64(1));
     }
     s.stop().await;

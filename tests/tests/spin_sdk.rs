@@ -37,7 +37,10 @@ async fn exercise(s: &common::Running) {
     let mut keys: Vec<_> = keys.lines().collect();
     keys.sort();
     assert_eq!(keys, ["colour", "size"]);
-    assert_eq!(get(&s.url("/spin/var/greeting")).await, (200, "hi from spin".into()));
+    assert_eq!(
+        get(&s.url("/spin/var/greeting")).await,
+        (200, "hi from spin".into())
+    );
     let (status, body) = get(&s.url("/spin/var/nope")).await;
     assert_eq!(status, 404);
     assert!(body.contains("Undefined"), "{body}");
@@ -59,14 +62,20 @@ async fn spin_sdk_7_app_runs_with_key_value_and_variables() {
 async fn spin_sdk_7_app_runs_with_instance_reuse() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), SPIN_APP, |o| {
-        o.runtime_config
-            .component
-            .insert("spin-app".into(), ComponentSettings { max_instance_reuse: 128, max_concurrent_reuse: 16 });
+        o.runtime_config.component.insert(
+            "spin-app".into(),
+            ComponentSettings {
+                max_instance_reuse: 128,
+                max_concurrent_reuse: 16,
+            },
+        );
     })
     .await
     .unwrap();
     exercise(&s).await;
-    let many: Vec<_> = (0..32).map(|_| tokio::spawn(get(s.url("/spin/kv/colour")))).collect();
+    let many: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(get(s.url("/spin/kv/colour"))))
+        .collect();
     for r in many {
         let (status, body) = r.await.unwrap();
         assert_eq!((status, body.as_str()), (200, "teal"));

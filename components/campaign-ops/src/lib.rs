@@ -4,10 +4,10 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/campaign-ops");
 
 use exports::tiktok::edge::campaigns::Guest as Capability;
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_guest::http::{serve, Request, Response};
+use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
 use tiktok_edge_guest::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use tiktok_edge_guest::{info, ApiError};
+use tiktok_edge_guest::{ApiError, info};
 
 const NAME: &str = "campaign-ops";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,7 +28,10 @@ impl IncomingHandler for Component {
 
 fn route(req: &Request) -> Result<Response, ApiError> {
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/info/campaign-ops") => Ok(Response::json(200, &info::to_json(&info::component_info(NAME, VERSION)?))),
+        ("GET", "/info/campaign-ops") => Ok(Response::json(
+            200,
+            &info::to_json(&info::component_info(NAME, VERSION)?),
+        )),
         (_, "/info/campaign-ops") => Ok(Response::method_not_allowed("GET")),
         (_, path) => Err(ApiError::NotFound(format!("no route for {path} in {NAME}"))),
     }

@@ -49,7 +49,10 @@ pub enum ApiError {
 impl ApiError {
     /// Shorthand for the most common error: a named input is wrong.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::InvalidInput(FieldError { field: field.into(), reason: reason.into() })
+        ApiError::InvalidInput(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        })
     }
 
     /// The HTTP status this error is answered with.
@@ -113,7 +116,9 @@ impl ApiError {
         }
         let (field, message) = match self {
             ApiError::InvalidInput(f) => (Some(f.field.as_str()), f.reason.clone()),
-            ApiError::PayloadTooLarge(limit) => (Some("body"), format!("larger than {limit} bytes")),
+            ApiError::PayloadTooLarge(limit) => {
+                (Some("body"), format!("larger than {limit} bytes"))
+            }
             ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
@@ -173,7 +178,11 @@ mod tests {
             (ApiError::Conflict("k".into()), 409),
             (ApiError::RateLimited(3), 429),
             (
-                ApiError::Upstream(UpstreamError { code: 40100, message: "m".into(), request_id: "r".into() }),
+                ApiError::Upstream(UpstreamError {
+                    code: 40100,
+                    message: "m".into(),
+                    request_id: "r".into(),
+                }),
                 502,
             ),
             (ApiError::Storage("k".into()), 503),

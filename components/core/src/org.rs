@@ -19,7 +19,10 @@ impl OrgId {
             Some("must not be empty")
         } else if raw.len() > Self::MAX_LEN {
             Some("must be at most 64 characters")
-        } else if !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        } else if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             Some("may contain only lowercase letters, digits and '-'")
         } else if raw.starts_with('-') || raw.ends_with('-') {
             Some("must not start or end with '-'")
@@ -61,7 +64,18 @@ mod tests {
 
     #[test]
     fn rejects_anything_that_could_escape_its_key_prefix() {
-        for bad in ["", "Acme", "acme/..", "../b", "a b", "a%2Fb", "-a", "a-", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Acme",
+            "acme/..",
+            "../b",
+            "a b",
+            "a%2Fb",
+            "-a",
+            "a-",
+            "é",
+            &"x".repeat(65),
+        ] {
             let err = OrgId::parse(bad).unwrap_err();
             assert_eq!(err.status(), 400, "{bad:?}");
         }

@@ -1,7 +1,7 @@
 //! Variables through `wasi:config/store@0.2.0-draft-2024-09-27` (Spin's variables on Spin).
 
-use crate::wasi::config::store;
 use crate::ApiError;
+use crate::wasi::config::store;
 
 /// The value of variable `name`, or `None` when it is not set.
 pub fn get(name: &str) -> Result<Option<String>, ApiError> {

@@ -3,11 +3,11 @@
 //! Components route on plain [`Request`]s and answer with [`Response`]s or an
 //! [`ApiError`], which becomes the JSON error body of design.md §5 here, in one place.
 
+use crate::ApiError;
 use crate::wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use crate::wasi::io::streams::StreamError;
-use crate::ApiError;
 use serde::Serialize;
 
 /// Largest request body a component reads by default; hosts usually cap lower.
@@ -29,7 +29,10 @@ pub struct Request {
 impl Request {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Reads method, path, headers and up to `max_body` bytes of body (413 beyond).
@@ -55,16 +58,30 @@ impl Request {
             .headers()
             .entries()
             .into_iter()
-            .filter_map(|(n, v)| String::from_utf8(v).ok().map(|v| (n.to_ascii_lowercase(), v)))
+            .filter_map(|(n, v)| {
+                String::from_utf8(v)
+                    .ok()
+                    .map(|v| (n.to_ascii_lowercase(), v))
+            })
             .collect();
         let body = read_body(&request, max_body)?;
-        Ok(Request { method, path, query, headers, body })
+        Ok(Request {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        })
     }
 }
 
 fn read_body(request: &IncomingRequest, max_body: usize) -> Result<Vec<u8>, ApiError> {
-    let incoming = request.consume().map_err(|()| ApiError::Internal("request body already taken".into()))?;
-    let stream = incoming.stream().map_err(|()| ApiError::Internal("request body stream unavailable".into()))?;
+    let incoming = request
+        .consume()
+        .map_err(|()| ApiError::Internal("request body already taken".into()))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| ApiError::Internal("request body stream unavailable".into()))?;
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -76,7 +93,10 @@ fn read_body(request: &IncomingRequest, max_body: usize) -> Result<Vec<u8>, ApiE
             }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(ApiError::invalid("body", format!("could not be read: {}", e.to_debug_string())));
+                return Err(ApiError::invalid(
+                    "body",
+                    format!("could not be read: {}", e.to_debug_string()),
+                ));
             }
         }
     }
@@ -97,14 +117,22 @@ impl Response {
     /// A JSON response with `status`.
     pub fn json(status: u16, value: &impl Serialize) -> Self {
         let body = serde_json::to_vec(value).expect("response values always serialize");
-        Response { status, headers: vec![("content-type".into(), "application/json".into())], body }
+        Response {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+        }
     }
 
     /// The JSON error body and status for `error`.
     pub fn error(error: &ApiError) -> Self {
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         headers.extend(error.headers().into_iter().map(|(n, v)| (n.to_string(), v)));
-        Response { status: error.status(), headers, body: error.to_json() }
+        Response {
+            status: error.status(),
+            headers,
+            body: error.to_json(),
+        }
     }
 
     /// 405 naming the allowed methods.
@@ -142,7 +170,11 @@ impl Response {
 }
 
 /// Reads the request, runs `handler`, and writes its response or its error as JSON.
-pub fn serve(request: IncomingRequest, out: ResponseOutparam, handler: impl FnOnce(&Request) -> Result<Response, ApiError>) {
+pub fn serve(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    handler: impl FnOnce(&Request) -> Result<Response, ApiError>,
+) {
     let response = match Request::read(request, DEFAULT_MAX_BODY) {
         Ok(req) => handler(&req).unwrap_or_else(|e| Response::error(&e)),
         Err(e) => Response::error(&e),

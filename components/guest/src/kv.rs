@@ -1,7 +1,7 @@
 //! `wasi:keyvalue@0.2.0-draft2` with errors mapped to [`ApiError`].
 
-use crate::wasi::keyvalue::{atomics, store};
 use crate::ApiError;
+use crate::wasi::keyvalue::{atomics, store};
 
 /// An open key-value bucket.
 pub struct Store {
@@ -11,7 +11,9 @@ pub struct Store {
 fn storage(e: store::Error) -> ApiError {
     match e {
         store::Error::NoSuchStore => ApiError::Storage("no such key-value store".into()),
-        store::Error::AccessDenied => ApiError::Storage("key-value store not granted to this component".into()),
+        store::Error::AccessDenied => {
+            ApiError::Storage("key-value store not granted to this component".into())
+        }
         store::Error::Other(m) => ApiError::Storage(m),
     }
 }
@@ -19,7 +21,9 @@ fn storage(e: store::Error) -> ApiError {
 impl Store {
     /// Opens a store granted to this component in the manifest (`key_value_stores`).
     pub fn open(name: &str) -> Result<Self, ApiError> {
-        store::open(name).map(|bucket| Store { bucket }).map_err(storage)
+        store::open(name)
+            .map(|bucket| Store { bucket })
+            .map_err(storage)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {

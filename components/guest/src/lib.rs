@@ -49,7 +49,10 @@ impl From<ApiError> for tiktok::edge::types::Error {
     fn from(e: ApiError) -> Self {
         use tiktok::edge::types as t;
         match e {
-            ApiError::InvalidInput(f) => t::Error::InvalidInput(t::FieldError { field: f.field, reason: f.reason }),
+            ApiError::InvalidInput(f) => t::Error::InvalidInput(t::FieldError {
+                field: f.field,
+                reason: f.reason,
+            }),
             ApiError::PayloadTooLarge(limit) => t::Error::InvalidInput(t::FieldError {
                 field: "body".into(),
                 reason: format!("larger than {limit} bytes"),

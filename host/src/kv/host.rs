@@ -2,8 +2,8 @@
 
 use super::{KeyValueAccess, KvError, OpenStore};
 use crate::bindings::{keyvalue_draft, keyvalue_draft2, spin_v2, spin_v3};
-use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 use wasmtime::Result;
+use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 /// Keys per page for `list-keys`.
 const KEY_PAGE: usize = 1000;
@@ -31,7 +31,9 @@ pub struct CasHandle {
 impl KvView<'_> {
     fn open_store(&mut self, label: &str) -> std::result::Result<Resource<OpenStore>, KvError> {
         let store = self.access.open(label)?;
-        self.table.push(store).map_err(|e| KvError::Backend(e.to_string()))
+        self.table
+            .push(store)
+            .map_err(|e| KvError::Backend(e.to_string()))
     }
 
     fn label(&self, store: &Resource<OpenStore>) -> Result<String> {
@@ -74,25 +76,45 @@ mod draft2 {
     }
 
     impl store::Host for KvView<'_> {
-        fn open(&mut self, identifier: String) -> Result<std::result::Result<Resource<store::Bucket>, store::Error>> {
+        fn open(
+            &mut self,
+            identifier: String,
+        ) -> Result<std::result::Result<Resource<store::Bucket>, store::Error>> {
             Ok(self.open_store(&identifier).map_err(err))
         }
     }
 
     impl store::HostBucket for KvView<'_> {
-        fn get(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
+        fn get(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().get(&label, &key).map_err(err))
         }
-        fn set(&mut self, b: Resource<store::Bucket>, key: String, value: Vec<u8>) -> Result<std::result::Result<(), store::Error>> {
+        fn set(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().set(&label, &key, &value).map_err(err))
         }
-        fn delete(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<(), store::Error>> {
+        fn delete(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().delete(&label, &key).map_err(err))
         }
-        fn exists(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<bool, store::Error>> {
+        fn exists(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<bool, store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().exists(&label, &key).map_err(err))
         }
@@ -106,7 +128,10 @@ mod draft2 {
                 .access
                 .backend()
                 .list_keys(&label, cursor.as_deref(), KEY_PAGE)
-                .map(|p| store::KeyResponse { keys: p.keys, cursor: p.cursor })
+                .map(|p| store::KeyResponse {
+                    keys: p.keys,
+                    cursor: p.cursor,
+                })
                 .map_err(err))
         }
         fn drop(&mut self, b: Resource<store::Bucket>) -> Result<()> {
@@ -116,21 +141,43 @@ mod draft2 {
     }
 
     impl atomics::Host for KvView<'_> {
-        fn increment(&mut self, b: Resource<store::Bucket>, key: String, delta: i64) -> Result<std::result::Result<i64, store::Error>> {
+        fn increment(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+            delta: i64,
+        ) -> Result<std::result::Result<i64, store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().increment(&label, &key, delta).map_err(err))
+            Ok(self
+                .access
+                .backend()
+                .increment(&label, &key, delta)
+                .map_err(err))
         }
-        fn swap(&mut self, cas: Resource<atomics::Cas>, value: Vec<u8>) -> Result<std::result::Result<(), atomics::CasError>> {
+        fn swap(
+            &mut self,
+            cas: Resource<atomics::Cas>,
+            value: Vec<u8>,
+        ) -> Result<std::result::Result<(), atomics::CasError>> {
             let handle = self.table.delete(cas)?;
             let backend = self.access.backend();
-            match backend.compare_and_swap(&handle.store, &handle.key, handle.seen.as_deref(), &value) {
+            match backend.compare_and_swap(
+                &handle.store,
+                &handle.key,
+                handle.seen.as_deref(),
+                &value,
+            ) {
                 Ok(true) => Ok(Ok(())),
                 Ok(false) => {
                     let seen = match backend.get(&handle.store, &handle.key) {
                         Ok(seen) => seen,
                         Err(e) => return Ok(Err(atomics::CasError::StoreError(err(e)))),
                     };
-                    let fresh = self.table.push(CasHandle { store: handle.store, key: handle.key, seen })?;
+                    let fresh = self.table.push(CasHandle {
+                        store: handle.store,
+                        key: handle.key,
+                        seen,
+                    })?;
                     Ok(Err(atomics::CasError::CasFailed(fresh)))
                 }
                 Err(e) => Ok(Err(atomics::CasError::StoreError(err(e)))),
@@ -139,15 +186,26 @@ mod draft2 {
     }
 
     impl atomics::HostCas for KvView<'_> {
-        fn new(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<Resource<atomics::Cas>, store::Error>> {
+        fn new(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<Resource<atomics::Cas>, store::Error>> {
             let label = self.label(&b)?;
             let seen = match self.access.backend().get(&label, &key) {
                 Ok(seen) => seen,
                 Err(e) => return Ok(Err(err(e))),
             };
-            Ok(Ok(self.table.push(CasHandle { store: label, key, seen })?))
+            Ok(Ok(self.table.push(CasHandle {
+                store: label,
+                key,
+                seen,
+            })?))
         }
-        fn current(&mut self, cas: Resource<atomics::Cas>) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
+        fn current(
+            &mut self,
+            cas: Resource<atomics::Cas>,
+        ) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
             Ok(Ok(self.table.get(&cas)?.seen.clone()))
         }
         fn drop(&mut self, cas: Resource<atomics::Cas>) -> Result<()> {
@@ -165,13 +223,25 @@ mod draft2 {
             let label = self.label(&b)?;
             Ok(self.access.backend().get_many(&label, &keys).map_err(err))
         }
-        fn set_many(&mut self, b: Resource<store::Bucket>, pairs: Vec<(String, Vec<u8>)>) -> Result<std::result::Result<(), store::Error>> {
+        fn set_many(
+            &mut self,
+            b: Resource<store::Bucket>,
+            pairs: Vec<(String, Vec<u8>)>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().set_many(&label, &pairs).map_err(err))
         }
-        fn delete_many(&mut self, b: Resource<store::Bucket>, keys: Vec<String>) -> Result<std::result::Result<(), store::Error>> {
+        fn delete_many(
+            &mut self,
+            b: Resource<store::Bucket>,
+            keys: Vec<String>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().delete_many(&label, &keys).map_err(err))
+            Ok(self
+                .access
+                .backend()
+                .delete_many(&label, &keys)
+                .map_err(err))
         }
     }
 }
@@ -191,36 +261,65 @@ mod draft {
     }
 
     impl store::Host for KvView<'_> {
-        fn open(&mut self, identifier: String) -> Result<std::result::Result<Resource<store::Bucket>, store::Error>> {
+        fn open(
+            &mut self,
+            identifier: String,
+        ) -> Result<std::result::Result<Resource<store::Bucket>, store::Error>> {
             Ok(self.open_store(&identifier).map_err(err))
         }
     }
 
     impl store::HostBucket for KvView<'_> {
-        fn get(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
+        fn get(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<Option<Vec<u8>>, store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().get(&label, &key).map_err(err))
         }
-        fn set(&mut self, b: Resource<store::Bucket>, key: String, value: Vec<u8>) -> Result<std::result::Result<(), store::Error>> {
+        fn set(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().set(&label, &key, &value).map_err(err))
         }
-        fn delete(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<(), store::Error>> {
+        fn delete(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().delete(&label, &key).map_err(err))
         }
-        fn exists(&mut self, b: Resource<store::Bucket>, key: String) -> Result<std::result::Result<bool, store::Error>> {
+        fn exists(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+        ) -> Result<std::result::Result<bool, store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().exists(&label, &key).map_err(err))
         }
         /// This version's cursor is a numeric offset into the ordered keys.
-        fn list_keys(&mut self, b: Resource<store::Bucket>, cursor: Option<u64>) -> Result<std::result::Result<store::KeyResponse, store::Error>> {
+        fn list_keys(
+            &mut self,
+            b: Resource<store::Bucket>,
+            cursor: Option<u64>,
+        ) -> Result<std::result::Result<store::KeyResponse, store::Error>> {
             let label = self.label(&b)?;
             let offset = cursor.unwrap_or(0) as usize;
-            let page = match self.access.backend().list_keys(&label, None, offset.saturating_add(KEY_PAGE)) {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(err(e))),
-            };
+            let page =
+                match self
+                    .access
+                    .backend()
+                    .list_keys(&label, None, offset.saturating_add(KEY_PAGE))
+                {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(err(e))),
+                };
             let keys: Vec<String> = page.keys.into_iter().skip(offset).collect();
             let cursor = page.cursor.map(|_| (offset + keys.len()) as u64);
             Ok(Ok(store::KeyResponse { keys, cursor }))
@@ -232,12 +331,24 @@ mod draft {
     }
 
     impl atomics::Host for KvView<'_> {
-        fn increment(&mut self, b: Resource<store::Bucket>, key: String, delta: u64) -> Result<std::result::Result<u64, store::Error>> {
+        fn increment(
+            &mut self,
+            b: Resource<store::Bucket>,
+            key: String,
+            delta: u64,
+        ) -> Result<std::result::Result<u64, store::Error>> {
             let label = self.label(&b)?;
             let Ok(delta) = i64::try_from(delta) else {
-                return Ok(Err(store::Error::Other("delta larger than i64::MAX".into())));
+                return Ok(Err(store::Error::Other(
+                    "delta larger than i64::MAX".into(),
+                )));
             };
-            Ok(self.access.backend().increment(&label, &key, delta).map(|v| v as u64).map_err(err))
+            Ok(self
+                .access
+                .backend()
+                .increment(&label, &key, delta)
+                .map(|v| v as u64)
+                .map_err(err))
         }
     }
 
@@ -255,13 +366,25 @@ mod draft {
                 .map(|pairs| pairs.into_iter().map(|(k, v)| v.map(|v| (k, v))).collect())
                 .map_err(err))
         }
-        fn set_many(&mut self, b: Resource<store::Bucket>, pairs: Vec<(String, Vec<u8>)>) -> Result<std::result::Result<(), store::Error>> {
+        fn set_many(
+            &mut self,
+            b: Resource<store::Bucket>,
+            pairs: Vec<(String, Vec<u8>)>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
             Ok(self.access.backend().set_many(&label, &pairs).map_err(err))
         }
-        fn delete_many(&mut self, b: Resource<store::Bucket>, keys: Vec<String>) -> Result<std::result::Result<(), store::Error>> {
+        fn delete_many(
+            &mut self,
+            b: Resource<store::Bucket>,
+            keys: Vec<String>,
+        ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().delete_many(&label, &keys).map_err(err))
+            Ok(self
+                .access
+                .backend()
+                .delete_many(&label, &keys)
+                .map_err(err))
         }
     }
 }
@@ -283,26 +406,49 @@ mod spin2 {
     impl kv::Host for KvView<'_> {}
 
     impl kv::HostStore for KvView<'_> {
-        fn open(&mut self, label: String) -> Result<std::result::Result<Resource<kv::Store>, kv::Error>> {
+        fn open(
+            &mut self,
+            label: String,
+        ) -> Result<std::result::Result<Resource<kv::Store>, kv::Error>> {
             Ok(self.open_store(&label).map_err(err))
         }
-        fn get(&mut self, s: Resource<kv::Store>, key: String) -> Result<std::result::Result<Option<Vec<u8>>, kv::Error>> {
+        fn get(
+            &mut self,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> Result<std::result::Result<Option<Vec<u8>>, kv::Error>> {
             let label = self.label(&s)?;
             Ok(self.access.backend().get(&label, &key).map_err(err))
         }
-        fn set(&mut self, s: Resource<kv::Store>, key: String, value: Vec<u8>) -> Result<std::result::Result<(), kv::Error>> {
+        fn set(
+            &mut self,
+            s: Resource<kv::Store>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<std::result::Result<(), kv::Error>> {
             let label = self.label(&s)?;
             Ok(self.access.backend().set(&label, &key, &value).map_err(err))
         }
-        fn delete(&mut self, s: Resource<kv::Store>, key: String) -> Result<std::result::Result<(), kv::Error>> {
+        fn delete(
+            &mut self,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> Result<std::result::Result<(), kv::Error>> {
             let label = self.label(&s)?;
             Ok(self.access.backend().delete(&label, &key).map_err(err))
         }
-        fn exists(&mut self, s: Resource<kv::Store>, key: String) -> Result<std::result::Result<bool, kv::Error>> {
+        fn exists(
+            &mut self,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> Result<std::result::Result<bool, kv::Error>> {
             let label = self.label(&s)?;
             Ok(self.access.backend().exists(&label, &key).map_err(err))
         }
-        fn get_keys(&mut self, s: Resource<kv::Store>) -> Result<std::result::Result<Vec<String>, kv::Error>> {
+        fn get_keys(
+            &mut self,
+            s: Resource<kv::Store>,
+        ) -> Result<std::result::Result<Vec<String>, kv::Error>> {
             let label = self.label(&s)?;
             Ok(all_keys(self.access, &label).map_err(err))
         }
@@ -317,7 +463,9 @@ fn all_keys(access: &KeyValueAccess, label: &str) -> std::result::Result<Vec<Str
     let mut keys = Vec::new();
     let mut cursor = None;
     loop {
-        let page = access.backend().list_keys(label, cursor.as_deref(), KEY_PAGE)?;
+        let page = access
+            .backend()
+            .list_keys(label, cursor.as_deref(), KEY_PAGE)?;
         keys.extend(page.keys);
         match page.cursor {
             Some(c) => cursor = Some(c),
@@ -348,7 +496,12 @@ mod spin3 {
     ) -> std::result::Result<R, kv::Error> {
         acc.with(|mut a| {
             let view = a.get();
-            let label = view.table.get(s).map_err(|e| kv::Error::Other(e.to_string()))?.label.clone();
+            let label = view
+                .table
+                .get(s)
+                .map_err(|e| kv::Error::Other(e.to_string()))?
+                .label
+                .clone();
             f(view.access, &label).map_err(err)
         })
     }
@@ -363,31 +516,59 @@ mod spin3 {
     }
 
     impl<T: Send> kv::HostStoreWithStore<T> for KvData {
-        async fn open(acc: &Accessor<T, Self>, label: String) -> std::result::Result<Resource<kv::Store>, kv::Error> {
+        async fn open(
+            acc: &Accessor<T, Self>,
+            label: String,
+        ) -> std::result::Result<Resource<kv::Store>, kv::Error> {
             acc.with(|mut a| a.get().open_store(&label).map_err(err))
         }
-        async fn get(acc: &Accessor<T, Self>, s: Resource<kv::Store>, key: String) -> std::result::Result<Option<Vec<u8>>, kv::Error> {
+        async fn get(
+            acc: &Accessor<T, Self>,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> std::result::Result<Option<Vec<u8>>, kv::Error> {
             with_store(acc, &s, |kv, label| kv.backend().get(label, &key))
         }
-        async fn set(acc: &Accessor<T, Self>, s: Resource<kv::Store>, key: String, value: Vec<u8>) -> std::result::Result<(), kv::Error> {
+        async fn set(
+            acc: &Accessor<T, Self>,
+            s: Resource<kv::Store>,
+            key: String,
+            value: Vec<u8>,
+        ) -> std::result::Result<(), kv::Error> {
             with_store(acc, &s, |kv, label| kv.backend().set(label, &key, &value))
         }
-        async fn delete(acc: &Accessor<T, Self>, s: Resource<kv::Store>, key: String) -> std::result::Result<(), kv::Error> {
+        async fn delete(
+            acc: &Accessor<T, Self>,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> std::result::Result<(), kv::Error> {
             with_store(acc, &s, |kv, label| kv.backend().delete(label, &key))
         }
-        async fn exists(acc: &Accessor<T, Self>, s: Resource<kv::Store>, key: String) -> std::result::Result<bool, kv::Error> {
+        async fn exists(
+            acc: &Accessor<T, Self>,
+            s: Resource<kv::Store>,
+            key: String,
+        ) -> std::result::Result<bool, kv::Error> {
             with_store(acc, &s, |kv, label| kv.backend().exists(label, &key))
         }
-        async fn get_keys(acc: &Accessor<T, Self>, s: Resource<kv::Store>) -> (StreamReader<String>, FutureReader<std::result::Result<(), kv::Error>>) {
+        async fn get_keys(
+            acc: &Accessor<T, Self>,
+            s: Resource<kv::Store>,
+        ) -> (
+            StreamReader<String>,
+            FutureReader<std::result::Result<(), kv::Error>>,
+        ) {
             let listed = with_store(acc, &s, all_keys);
             acc.with(|mut a| {
                 let (keys, outcome) = match listed {
                     Ok(keys) => (keys, Ok(())),
                     Err(e) => (Vec::new(), Err(e)),
                 };
-                let stream = StreamReader::new(&mut a, keys).expect("concurrency support is enabled");
-                let future = FutureReader::new(&mut a, async move { Ok::<_, wasmtime::Error>(outcome) })
-                    .expect("concurrency support is enabled");
+                let stream =
+                    StreamReader::new(&mut a, keys).expect("concurrency support is enabled");
+                let future =
+                    FutureReader::new(&mut a, async move { Ok::<_, wasmtime::Error>(outcome) })
+                        .expect("concurrency support is enabled");
                 (stream, future)
             })
         }

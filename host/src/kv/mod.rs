@@ -31,6 +31,9 @@ pub enum KvError {
     Backend(String),
 }
 
+/// A key and its value, if it has one.
+pub type KeyValue = (String, Option<Vec<u8>>);
+
 /// A page of keys and the cursor for the next page (`None` at the end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPage {
@@ -45,12 +48,23 @@ pub trait KeyValueBackend: Send + Sync + 'static {
     fn delete(&self, store: &str, key: &str) -> Result<(), KvError>;
     fn exists(&self, store: &str, key: &str) -> Result<bool, KvError>;
     /// Keys in ascending order after `cursor` (exclusive), at most `limit`.
-    fn list_keys(&self, store: &str, cursor: Option<&str>, limit: usize) -> Result<KeyPage, KvError>;
+    fn list_keys(
+        &self,
+        store: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, KvError>;
     /// Adds `delta` to the little-endian i64 at `key` (0 when absent), atomically.
     fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError>;
     /// Sets `key` to `new` only if its current value is `expected` (`None` = absent).
-    fn compare_and_swap(&self, store: &str, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, KvError>;
-    fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError>;
+    fn compare_and_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError>;
+    fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<KeyValue>, KvError>;
     /// Sets all pairs in one transaction.
     fn set_many(&self, store: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError>;
     fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError>;
@@ -64,14 +78,22 @@ pub struct KeyValueAccess {
 }
 
 impl KeyValueAccess {
-    pub fn new(backend: Arc<dyn KeyValueBackend>, granted: impl IntoIterator<Item = String>) -> Self {
-        KeyValueAccess { backend, granted: Arc::new(granted.into_iter().collect()) }
+    pub fn new(
+        backend: Arc<dyn KeyValueBackend>,
+        granted: impl IntoIterator<Item = String>,
+    ) -> Self {
+        KeyValueAccess {
+            backend,
+            granted: Arc::new(granted.into_iter().collect()),
+        }
     }
 
     /// Checks a label before a store handle is given to the guest.
     pub fn open(&self, label: &str) -> Result<OpenStore, KvError> {
         if self.granted.contains(label) {
-            Ok(OpenStore { label: label.to_string() })
+            Ok(OpenStore {
+                label: label.to_string(),
+            })
         } else {
             Err(KvError::AccessDenied)
         }
@@ -89,9 +111,17 @@ pub struct OpenStore {
 }
 
 pub fn check_key(key: &str) -> Result<(), KvError> {
-    if key.len() > MAX_KEY_BYTES { Err(KvError::KeyTooLong) } else { Ok(()) }
+    if key.len() > MAX_KEY_BYTES {
+        Err(KvError::KeyTooLong)
+    } else {
+        Ok(())
+    }
 }
 
 pub fn check_value(value: &[u8]) -> Result<(), KvError> {
-    if value.len() > MAX_VALUE_BYTES { Err(KvError::ValueTooLarge) } else { Ok(()) }
+    if value.len() > MAX_VALUE_BYTES {
+        Err(KvError::ValueTooLarge)
+    } else {
+        Ok(())
+    }
 }

@@ -5,8 +5,8 @@
 //! The layout is Spin's own (`spin_key_value(store, key, value)`, counters as
 //! little-endian i64), so a data file moves between Spin and tiktok-edge.
 
-use super::{check_key, check_value, KeyPage, KeyValueBackend, KvError};
-use rusqlite::{params, Connection, OptionalExtension};
+use super::{KeyPage, KeyValue, KeyValueBackend, KvError, check_key, check_value};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -31,9 +31,12 @@ impl SqliteBackend {
     }
 
     fn init(conn: Connection) -> Result<Self, KvError> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (
                 store TEXT NOT NULL,
@@ -43,10 +46,15 @@ impl SqliteBackend {
             ) WITHOUT ROWID;",
         )
         .map_err(backend)?;
-        Ok(SqliteBackend { conn: Mutex::new(conn) })
+        Ok(SqliteBackend {
+            conn: Mutex::new(conn),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, KvError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, KvError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(backend)
     }
@@ -97,7 +105,12 @@ impl KeyValueBackend for SqliteBackend {
         })
     }
 
-    fn list_keys(&self, store: &str, cursor: Option<&str>, limit: usize) -> Result<KeyPage, KvError> {
+    fn list_keys(
+        &self,
+        store: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, KvError> {
         let limit = limit.max(1);
         let mut keys: Vec<String> = self.with(|c| {
             let mut stmt = c.prepare_cached(
@@ -123,8 +136,14 @@ impl KeyValueBackend for SqliteBackend {
             .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
             .and_then(|mut s| s.query_row(params![store, key], |r| r.get(0)).optional())
             .map_err(backend)?;
-        let current = current.as_deref().map(decode_counter).transpose()?.unwrap_or(0);
-        let new = current.checked_add(delta).ok_or_else(|| KvError::Backend("counter overflow".into()))?;
+        let current = current
+            .as_deref()
+            .map(decode_counter)
+            .transpose()?
+            .unwrap_or(0);
+        let new = current
+            .checked_add(delta)
+            .ok_or_else(|| KvError::Backend("counter overflow".into()))?;
         tx.prepare_cached(
             "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
@@ -135,7 +154,13 @@ impl KeyValueBackend for SqliteBackend {
         Ok(new)
     }
 
-    fn compare_and_swap(&self, store: &str, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, KvError> {
+    fn compare_and_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
         check_key(key)?;
         check_value(new)?;
         self.with(|c| {
@@ -151,12 +176,18 @@ impl KeyValueBackend for SqliteBackend {
         })
     }
 
-    fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<KeyValue>, KvError> {
         keys.iter().try_for_each(|k| check_key(k))?;
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+            let mut stmt =
+                c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             keys.iter()
-                .map(|k| Ok((k.clone(), stmt.query_row(params![store, k], |r| r.get(0)).optional()?)))
+                .map(|k| {
+                    Ok((
+                        k.clone(),
+                        stmt.query_row(params![store, k], |r| r.get(0)).optional()?,
+                    ))
+                })
                 .collect()
         })
     }
@@ -186,7 +217,8 @@ impl KeyValueBackend for SqliteBackend {
         self.with(|c| {
             let tx = c.transaction()?;
             {
-                let mut stmt = tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+                let mut stmt =
+                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
                 for k in keys {
                     stmt.execute(params![store, k])?;
                 }
@@ -208,7 +240,11 @@ mod tests {
         b.set("s", "k", b"v2").unwrap();
         assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"v2"[..]));
         assert!(b.exists("s", "k").unwrap());
-        assert_eq!(b.get("other", "k").unwrap(), None, "stores are separate namespaces");
+        assert_eq!(
+            b.get("other", "k").unwrap(),
+            None,
+            "stores are separate namespaces"
+        );
         b.delete("s", "k").unwrap();
         assert!(!b.exists("s", "k").unwrap());
     }
@@ -251,20 +287,43 @@ mod tests {
     #[test]
     fn batches_and_limits() {
         let b = SqliteBackend::in_memory().unwrap();
-        b.set_many("s", &[("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]).unwrap();
+        b.set_many(
+            "s",
+            &[("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())],
+        )
+        .unwrap();
         let got = b.get_many("s", &["a".into(), "zz".into()]).unwrap();
-        assert_eq!(got, vec![("a".to_string(), Some(b"1".to_vec())), ("zz".to_string(), None)]);
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("zz".to_string(), None)
+            ]
+        );
         b.delete_many("s", &["a".into(), "b".into()]).unwrap();
         assert!(!b.exists("s", "a").unwrap());
         assert_eq!(b.set("s", &"k".repeat(256), b"x"), Err(KvError::KeyTooLong));
-        assert_eq!(b.set("s", "k", &vec![0; super::super::MAX_VALUE_BYTES + 1]), Err(KvError::ValueTooLarge));
+        assert_eq!(
+            b.set("s", "k", &vec![0; super::super::MAX_VALUE_BYTES + 1]),
+            Err(KvError::ValueTooLarge)
+        );
     }
 
     #[test]
     fn data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.sqlite");
-        SqliteBackend::open(&path).unwrap().set("s", "k", b"kept").unwrap();
-        assert_eq!(SqliteBackend::open(&path).unwrap().get("s", "k").unwrap().unwrap(), b"kept");
+        SqliteBackend::open(&path)
+            .unwrap()
+            .set("s", "k", b"kept")
+            .unwrap();
+        assert_eq!(
+            SqliteBackend::open(&path)
+                .unwrap()
+                .get("s", "k")
+                .unwrap()
+                .unwrap(),
+            b"kept"
+        );
     }
 }

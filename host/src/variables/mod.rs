@@ -7,14 +7,20 @@
 
 pub mod host;
 
-use crate::manifest::{parse_template, Manifest, TemplatePart};
+use crate::manifest::{Manifest, TemplatePart, parse_template};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VariableError {
-    #[error("variable `{name}` is required but has no value: set {env} (or give it a default in {file})")]
-    RequiredMissing { name: String, env: String, file: String },
+    #[error(
+        "variable `{name}` is required but has no value: set {env} (or give it a default in {file})"
+    )]
+    RequiredMissing {
+        name: String,
+        env: String,
+        file: String,
+    },
 }
 
 /// Where values come from besides manifest defaults, in order of precedence.
@@ -52,10 +58,16 @@ pub struct AppVariables {
 
 impl AppVariables {
     /// Resolves every declared variable: first source with a value wins, then the default.
-    pub fn resolve(manifest: &Manifest, sources: &[&dyn VariableSource]) -> Result<Self, VariableError> {
+    pub fn resolve(
+        manifest: &Manifest,
+        sources: &[&dyn VariableSource],
+    ) -> Result<Self, VariableError> {
         let mut values = HashMap::new();
         for (name, decl) in &manifest.variables {
-            let value = sources.iter().find_map(|s| s.value(name)).or_else(|| decl.default.clone());
+            let value = sources
+                .iter()
+                .find_map(|s| s.value(name))
+                .or_else(|| decl.default.clone());
             match value {
                 Some(v) => {
                     values.insert(name.clone(), v);
@@ -70,7 +82,12 @@ impl AppVariables {
                 None => {}
             }
         }
-        let secrets = manifest.variables.iter().filter(|(_, d)| d.secret).map(|(n, _)| n.clone()).collect();
+        let secrets = manifest
+            .variables
+            .iter()
+            .filter(|(_, d)| d.secret)
+            .map(|(n, _)| n.clone())
+            .collect();
         Ok(AppVariables { values, secrets })
     }
 
@@ -90,7 +107,11 @@ impl AppVariables {
     pub fn for_component(&self, variables: &BTreeMap<String, String>) -> ComponentVariables {
         let secret = |template: &str| {
             parse_template(template)
-                .map(|parts| parts.iter().any(|p| matches!(p, TemplatePart::Variable(v) if self.secrets.contains(v))))
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .any(|p| matches!(p, TemplatePart::Variable(v) if self.secrets.contains(v)))
+                })
                 .unwrap_or(false)
         };
         ComponentVariables {
@@ -125,20 +146,31 @@ pub enum LookupError {
 impl ComponentVariables {
     pub fn get(&self, name: &str) -> Result<String, LookupError> {
         let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid {
-            return Err(LookupError::InvalidName(format!("{name:?} is not a variable name")));
+            return Err(LookupError::InvalidName(format!(
+                "{name:?} is not a variable name"
+            )));
         }
         match self.values.get(name) {
             Some((Some(v), _)) => Ok(v.clone()),
-            Some((None, _)) => Err(LookupError::Undefined(format!("variable {name} has no value"))),
-            None => Err(LookupError::Undefined(format!("variable {name} is not declared for this component"))),
+            Some((None, _)) => Err(LookupError::Undefined(format!(
+                "variable {name} has no value"
+            ))),
+            None => Err(LookupError::Undefined(format!(
+                "variable {name} is not declared for this component"
+            ))),
         }
     }
 
     /// All variables that have values.
     pub fn all(&self) -> Vec<(String, String)> {
-        self.values.iter().filter_map(|(n, (v, _))| v.clone().map(|v| (n.clone(), v))).collect()
+        self.values
+            .iter()
+            .filter_map(|(n, (v, _))| v.clone().map(|v| (n.clone(), v)))
+            .collect()
     }
 }
 
@@ -184,24 +216,37 @@ maybe = "{{ optional }}"
     }
 
     fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn required_variable_without_value_refuses_start() {
         let e = AppVariables::resolve(&manifest(), &[&source(&[])]).unwrap_err();
-        assert_eq!(e.to_string(), "variable `token` is required but has no value: set SPIN_VARIABLE_TOKEN (or give it a default in /app/spin.toml)");
+        assert_eq!(
+            e.to_string(),
+            "variable `token` is required but has no value: set SPIN_VARIABLE_TOKEN (or give it a default in /app/spin.toml)"
+        );
     }
 
     #[test]
     fn sources_override_defaults_and_templates_render() {
-        let app = AppVariables::resolve(&manifest(), &[&source(&[("token", "s3cret"), ("base", "http://override")])]).unwrap();
+        let app = AppVariables::resolve(
+            &manifest(),
+            &[&source(&[("token", "s3cret"), ("base", "http://override")])],
+        )
+        .unwrap();
         let c = app.for_component(&manifest().components["c"].variables);
         assert_eq!(c.get("url").unwrap(), "http://override/api");
         assert_eq!(c.get("token").unwrap(), "s3cret");
         assert!(matches!(c.get("maybe"), Err(LookupError::Undefined(_))));
         assert!(matches!(c.get("other"), Err(LookupError::Undefined(_))));
-        assert!(matches!(c.get("Bad-Name"), Err(LookupError::InvalidName(_))));
+        assert!(matches!(
+            c.get("Bad-Name"),
+            Err(LookupError::InvalidName(_))
+        ));
     }
 
     #[test]
@@ -210,11 +255,17 @@ maybe = "{{ optional }}"
         let c = app.for_component(&manifest().components["c"].variables);
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("<secret>") && shown.contains("http://mock/api"), "{shown}");
+        assert!(
+            shown.contains("<secret>") && shown.contains("http://mock/api"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn env_names_follow_spin() {
-        assert_eq!(env_name("tiktok_api_base_url"), "SPIN_VARIABLE_TIKTOK_API_BASE_URL");
+        assert_eq!(
+            env_name("tiktok_api_base_url"),
+            "SPIN_VARIABLE_TIKTOK_API_BASE_URL"
+        );
     }
 }

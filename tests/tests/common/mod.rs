@@ -26,7 +26,10 @@ pub const OUR_COMPONENTS: [(&str, &str); 5] = [
 
 /// Fills `{P2}`, `{P1}` and `{COMPONENTS}` in a manifest template.
 pub fn manifest(template: &str) -> String {
-    template.replace("{P2}", APPS_P2).replace("{P1}", APPS_P1).replace("{COMPONENTS}", COMPONENTS)
+    template
+        .replace("{P2}", APPS_P2)
+        .replace("{P1}", APPS_P1)
+        .replace("{COMPONENTS}", COMPONENTS)
 }
 
 pub struct Running {
@@ -46,26 +49,46 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.expect("server task").expect("server result");
+        (&mut self.task)
+            .await
+            .expect("server task")
+            .expect("server result");
     }
 }
 
 /// Writes `manifest_text` into `dir/spin.toml`, loads it with data in `dir/data`, serves it.
-pub async fn start(dir: &Path, manifest_text: &str, configure: impl FnOnce(&mut AppOptions)) -> Result<Running, StartError> {
+pub async fn start(
+    dir: &Path,
+    manifest_text: &str,
+    configure: impl FnOnce(&mut AppOptions),
+) -> Result<Running, StartError> {
     let manifest_path = dir.join("spin.toml");
     std::fs::write(&manifest_path, manifest(manifest_text)).unwrap();
     let mut options = AppOptions::new(&manifest_path, data_dir(dir));
     // Tests run many apps at once: keep each one's pooling reservation small.
     options.runtime_config.limits.max_concurrent_requests = 32;
     configure(&mut options);
-    let app = Arc::new(tokio::task::spawn_blocking(move || App::load(options)).await.unwrap()?);
+    let app = Arc::new(
+        tokio::task::spawn_blocking(move || App::load(options))
+            .await
+            .unwrap()?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(tiktok_edge::server::serve(app.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running { addr, app, stop: Some(stop), task })
+    let task = tokio::spawn(tiktok_edge::server::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Running {
+        addr,
+        app,
+        stop: Some(stop),
+        task,
+    })
 }
 
 pub fn data_dir(dir: &Path) -> PathBuf {
@@ -78,6 +101,11 @@ pub async fn get(url: impl AsRef<str>) -> (u16, String) {
 }
 
 pub async fn put(url: &str, body: &'static [u8]) -> (u16, String) {
-    let r = reqwest::Client::new().put(url).body(body).send().await.expect("request");
+    let r = reqwest::Client::new()
+        .put(url)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
     (r.status().as_u16(), r.text().await.unwrap())
 }
