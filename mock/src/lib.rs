@@ -1,1 +1,287 @@
+//! tiktok-mock: a local fake of the TikTok Business API v1.3, as stripe-mock is for
+//! Stripe. Its contract is `shared/tiktok-api.md`: the envelope, `Access-Token`, JSON in
+//! GET parameters, trailing-slash paths, OAuth with single-use codes, and faults and rate
+//! limits on demand, so every client path (including the failing ones) can be tested.
+//!
+//! ```no_run
+//! # async fn run() {
+//! let mock = tiktok_mock::MockServer::start(tiktok_mock::MockConfig::default()).await.unwrap();
+//! println!("TikTok API at {}", mock.url());
+//! # }
+//! ```
 
+pub mod admin;
+pub mod envelope;
+pub mod oauth;
+pub mod request;
+pub mod state;
+
+pub use state::MockConfig;
+
+use bytes::Bytes;
+use envelope::{Reply, Response, text_response};
+use http_body_util::{BodyExt, Limited};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use request::Params;
+use state::{FaultKind, LoggedRequest, State};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Largest request body the mock reads (video uploads are up to 500 MB at TikTok).
+pub const MAX_BODY: usize = 512 << 20;
+
+/// The shared state of a running mock.
+#[derive(Clone)]
+pub struct Mock {
+    state: Arc<Mutex<State>>,
+}
+
+impl Mock {
+    pub fn new(config: MockConfig) -> Self {
+        Mock {
+            state: Arc::new(Mutex::new(State::new(config))),
+        }
+    }
+
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The seeded demo advertiser (sandbox mode shows it).
+    pub fn demo_advertiser(&self) -> state::Advertiser {
+        self.with_state(|s| s.advertisers[0].clone())
+    }
+
+    /// Handles one HTTP request.
+    pub async fn handle<B>(&self, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return text_response(413, "text/plain", "request body too large"),
+        };
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let request_id = self.with_state(|s| {
+            format!(
+                "{}{:012}",
+                2026_1124_0000_00u64,
+                s.next_u64() % 1_000_000_000_000
+            )
+        });
+
+        if path.starts_with("/_mock/") {
+            return admin::handle(self, &parts.method, &path, &query, &body);
+        }
+        if path == "/portal/auth" || path == "/portal/auth/decide" || path == "/portal/creator/auth"
+        {
+            return oauth::portal(self, &path, &query);
+        }
+
+        // Injected faults apply to API calls only.
+        let fault = self.with_state(|s| {
+            let index = s.faults.iter().position(|f| path.contains(&f.path))?;
+            s.faults.remove(index)
+        });
+        if let Some(fault) = fault {
+            if !fault.delay.is_zero() {
+                tokio::time::sleep(fault.delay).await;
+            }
+            match fault.kind {
+                FaultKind::Code { code, message } => {
+                    self.record(&parts.method, &path, &query, &body, code);
+                    return Reply::error(code, message).into_response(&request_id);
+                }
+                FaultKind::Http { status } => {
+                    self.record(&parts.method, &path, &query, &body, -(status as i64));
+                    let html = format!(
+                        "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+                    );
+                    return text_response(status, "text/html", html);
+                }
+                FaultKind::DelayOnly => {}
+            }
+        }
+
+        let Some(endpoint) = path.strip_prefix("/open_api/v1.3") else {
+            return text_response(404, "text/plain", "404 page not found");
+        };
+        if !endpoint.ends_with('/') {
+            return text_response(404, "text/plain", "404 page not found");
+        }
+        let params = if parts.method == http::Method::GET {
+            Params::from_query(&query)
+        } else {
+            match Params::from_json(&body) {
+                Ok(p) => p,
+                Err(reply) => {
+                    self.record(&parts.method, &path, &query, &body, reply.code);
+                    return reply.into_response(&request_id);
+                }
+            }
+        };
+        let token = parts
+            .headers
+            .get("access-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let reply = self.api(&parts.method, endpoint, &params, token.as_deref());
+        self.record(&parts.method, &path, &query, &body, reply.code);
+        reply.into_response(&request_id)
+    }
+
+    /// Runs an endpoint against the state; its error is as much a reply as its success.
+    fn call(&self, endpoint: impl FnOnce(&mut State) -> Result<Reply, Reply>) -> Reply {
+        self.with_state(endpoint).unwrap_or_else(|e| e)
+    }
+
+    fn record(&self, method: &http::Method, path: &str, query: &str, body: &[u8], code: i64) {
+        self.with_state(|s| {
+            s.log(LoggedRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                body: String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned(),
+                code,
+            })
+        });
+    }
+
+    /// Routes an API call (`endpoint` is the path after `/open_api/v1.3`).
+    fn api(
+        &self,
+        method: &http::Method,
+        endpoint: &str,
+        params: &Params,
+        token: Option<&str>,
+    ) -> Reply {
+        use http::Method as M;
+        // Calls authenticated by app id and secret instead of a token.
+        match (method, endpoint) {
+            (&M::POST, "/oauth2/access_token/") => {
+                return self.call(|s| oauth::access_token(s, params));
+            }
+            (&M::POST, "/oauth2/revoke_token/") => {
+                return self.call(|s| oauth::revoke_token(s, params));
+            }
+            (&M::POST, "/tt_user/oauth2/token/") => {
+                return self.call(|s| oauth::creator_token(s, params));
+            }
+            (&M::POST, "/tt_user/oauth2/refresh_token/") => {
+                return self.call(|s| oauth::creator_refresh(s, params));
+            }
+            _ => {}
+        }
+        let token = match self.with_state(|s| oauth::authenticate(s, token)) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        if let Some(reply) = self.with_state(|s| limit(s, &token.app_id, endpoint, params)) {
+            return reply;
+        }
+        match (method, endpoint) {
+            (&M::GET, "/oauth2/advertiser/get/") => {
+                self.call(|s| oauth::advertiser_get(s, &token, params))
+            }
+            (&M::GET, "/advertiser/info/") => {
+                self.call(|s| oauth::advertiser_info(s, &token, params))
+            }
+            _ => Reply::error(
+                40008,
+                format!("{method} {endpoint} is not implemented by tiktok-mock"),
+            ),
+        }
+    }
+}
+
+/// The token bucket per app and endpoint (40100), and per advertiser (40133).
+fn limit(s: &mut State, app_id: &str, endpoint: &str, params: &Params) -> Option<Reply> {
+    let events = matches!(
+        endpoint,
+        "/event/track/" | "/pixel/track/" | "/pixel/batch/" | "/offline/track/" | "/offline/batch/"
+    );
+    let qps = if events {
+        Some(s.config.events_qps)
+    } else {
+        s.config.qps_per_endpoint
+    };
+    if let Some(qps) = qps
+        && !s.take_token((app_id.to_string(), endpoint.to_string()), qps)
+    {
+        return Some(Reply::error(
+            40100,
+            "Too many requests. Please retry in some time.",
+        ));
+    }
+    if let (Some(qps), Ok(Some(advertiser))) =
+        (s.config.qps_per_advertiser, params.str("advertiser_id"))
+        && !s.take_token(
+            (format!("advertiser:{advertiser}"), endpoint.to_string()),
+            qps,
+        )
+    {
+        return Some(Reply::error(
+            40133,
+            format!("The QPS limit of advertiser {advertiser} on this endpoint has been reached."),
+        ));
+    }
+    None
+}
+
+/// A mock serving on a loopback port, stopped when dropped.
+pub struct MockServer {
+    pub mock: Mock,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(config: MockConfig) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("valid address"), config).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mock = Mock::new(config);
+        let served = mock.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mock = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let mock = mock.clone();
+                        async move { Ok::<_, std::convert::Infallible>(mock.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(MockServer { mock, addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to use instead of `https://business-api.tiktok.com`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

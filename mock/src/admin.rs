@@ -1,0 +1,117 @@
+//! The mock's own API under `/_mock/`: inspect requests, inject faults, move the clock,
+//! add advertisers and tokens, reset. Not part of TikTok's API.
+
+use crate::Mock;
+use crate::envelope::{Response, json_response};
+use crate::request::Params;
+use crate::state::{Fault, FaultKind, State, Token};
+use serde_json::json;
+use std::time::Duration;
+
+fn bad(message: impl Into<String>) -> Response {
+    json_response(400, &json!({"error": message.into()}))
+}
+
+pub fn handle(
+    mock: &Mock,
+    method: &http::Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Response {
+    let params = if method == http::Method::GET {
+        Params::from_query(query)
+    } else {
+        match Params::from_json(body) {
+            Ok(p) => p,
+            Err(e) => return bad(e.message),
+        }
+    };
+    let result = match (method.as_str(), path) {
+        ("GET", "/_mock/requests") => Ok(mock.with_state(|s| json!({"requests": s.requests}))),
+        ("POST", "/_mock/reset") => Ok(mock.with_state(|s| {
+            *s = State::new(s.config.clone());
+            json!({"reset": true})
+        })),
+        ("POST", "/_mock/inject") => inject(mock, &params),
+        ("POST", "/_mock/clock") => params
+            .u64("advance_seconds")
+            .map_err(|e| e.message)
+            .and_then(|v| v.ok_or_else(|| "advance_seconds is required".to_string()))
+            .map(|secs| mock.with_state(|s| {
+                s.clock_offset += Duration::from_secs(secs);
+                json!({"clock_offset_seconds": s.clock_offset.as_secs()})
+            })),
+        ("GET", "/_mock/advertisers") => Ok(mock.with_state(|s| {
+            json!({"advertisers": s.advertisers.iter().map(|a| json!({"advertiser_id": a.id, "name": a.name, "currency": a.currency, "timezone": a.timezone})).collect::<Vec<_>>()})
+        })),
+        ("POST", "/_mock/advertisers") => (|| {
+            let name = params.required_str("name").map_err(|e| e.message)?;
+            let currency = params.str("currency").map_err(|e| e.message)?.unwrap_or_else(|| "USD".into());
+            let timezone = params.str("timezone").map_err(|e| e.message)?.unwrap_or_else(|| "UTC".into());
+            Ok(mock.with_state(|s| {
+                let a = s.add_advertiser(&name, &currency, &timezone);
+                json!({"advertiser_id": a.id})
+            }))
+        })(),
+        ("POST", "/_mock/tokens") => (|| {
+            let ids = params.str_list("advertiser_ids").map_err(|e| e.message)?.ok_or("advertiser_ids is required")?;
+            Ok(mock.with_state(|s| {
+                let token = s.new_secret();
+                let app_id = s.config.app_id.clone();
+                s.tokens.insert(token.clone(), Token { app_id, advertiser_ids: ids, revoked: false });
+                json!({"access_token": token})
+            }))
+        })(),
+        _ => return json_response(404, &json!({"error": format!("no mock admin route {method} {path}")})),
+    };
+    match result {
+        Ok(v) => json_response(200, &v),
+        Err(e) => bad(e),
+    }
+}
+
+/// `POST /_mock/inject {count, path?, code?, message?, http_status?, delay_ms?}`.
+fn inject(mock: &Mock, p: &Params) -> Result<serde_json::Value, String> {
+    let count = p
+        .u64("count")
+        .map_err(|e| e.message)?
+        .unwrap_or(1)
+        .min(10_000);
+    let path = p.str("path").map_err(|e| e.message)?.unwrap_or_default();
+    let delay = Duration::from_millis(
+        p.u64("delay_ms")
+            .map_err(|e| e.message)?
+            .unwrap_or(0)
+            .min(600_000),
+    );
+    let kind = match (
+        p.u64("code").map_err(|e| e.message)?,
+        p.u64("http_status").map_err(|e| e.message)?,
+    ) {
+        (Some(_), Some(_)) => return Err("give `code` or `http_status`, not both".into()),
+        (Some(code), None) => FaultKind::Code {
+            code: code as i64,
+            message: p
+                .str("message")
+                .map_err(|e| e.message)?
+                .unwrap_or_else(|| "Injected error.".into()),
+        },
+        (None, Some(status)) if (400..=599).contains(&status) => FaultKind::Http {
+            status: status as u16,
+        },
+        (None, Some(_)) => return Err("http_status must be 400-599".into()),
+        (None, None) if !delay.is_zero() => FaultKind::DelayOnly,
+        (None, None) => return Err("give `code`, `http_status` or `delay_ms`".into()),
+    };
+    mock.with_state(|s| {
+        for _ in 0..count {
+            s.faults.push_back(Fault {
+                path: path.clone(),
+                kind: kind.clone(),
+                delay,
+            });
+        }
+        Ok(json!({"queued": s.faults.len()}))
+    })
+}
