@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod outbound;
 pub mod routes;
 pub mod runtime_config;
+pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod variables;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tiktok_edge::runtime_config::RuntimeConfig;
+use tiktok_edge::sandbox::{self, Mode};
+use tiktok_edge::variables::env_name;
 use tiktok_edge::{App, AppOptions};
 
 #[derive(Parser)]
@@ -72,6 +74,9 @@ async fn up(
         options.runtime_config = RuntimeConfig::load(&file)?;
     }
     let started = std::time::Instant::now();
+    let mode = sandbox::prepare(&mut options)
+        .await
+        .context("starting the built-in TikTok mock")?;
     let app = tokio::task::spawn_blocking(move || App::load(options)).await??;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -82,11 +87,28 @@ async fn up(
         app.manifest().name,
         started.elapsed().as_millis()
     );
+    match &mode {
+        Mode::Sandbox(mock) => {
+            let demo = mock.mock.demo_advertiser();
+            println!(
+                "Sandbox mode: no TikTok app credentials ({} / {}), so TikTok calls go to the built-in mock at {} (demo advertiser {} \"{}\")",
+                env_name(sandbox::APP_ID),
+                env_name(sandbox::APP_SECRET),
+                mock.url(),
+                demo.id,
+                demo.name
+            );
+        }
+        Mode::CustomApi(url) => println!("No TikTok app credentials set; TikTok calls go to {url}"),
+        Mode::Live => {}
+    }
     println!("Available routes:");
     for (route, component, kind) in app.routes() {
         println!("  {component}: http://{addr}{route} ({kind:?})");
     }
+    println!("Ready; Ctrl-C stops (requests in flight finish first).");
     tiktok_edge::server::serve(Arc::new(app), listener, shutdown_signal()).await?;
+    drop(mode);
     Ok(())
 }
 

@@ -12,6 +12,29 @@ fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
+/// Kills `pid` after a minute, so a test waiting on its output fails instead of hanging.
+fn watchdog(pid: u32) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+}
+
+/// The lines `up` prints up to and including "Ready…".
+fn banner(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in lines.map(Result::unwrap) {
+        let ready = line.starts_with("Ready");
+        out.push(line);
+        if ready {
+            return out;
+        }
+    }
+    panic!("tiktok-edge ended before it was ready: {out:?}");
+}
+
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
@@ -36,15 +59,18 @@ fn up_serves_the_repository_manifest_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
+    watchdog(child.id());
+    let listing = banner(&mut BufReader::new(child.stdout.take().unwrap()).lines());
+    assert_eq!(
+        listing[1],
+        "No TikTok app credentials set; TikTok calls go to http://127.0.0.1:9"
+    );
+    let addr = listing[0]
         .split("http://")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .unwrap()
         .to_string();
-    let listing: Vec<String> = lines.by_ref().take(15).map(Result::unwrap).collect();
     assert!(
         listing
             .iter()
@@ -94,4 +120,56 @@ fn up_refuses_a_bad_manifest_naming_file_and_key() {
             && stderr.contains("`trigger.http[0].component`: no [component.missing]"),
         "{stderr}"
     );
+}
+
+#[test]
+fn up_without_credentials_runs_in_sandbox_mode_against_the_built_in_mock() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .current_dir(workspace())
+        .env_remove("SPIN_VARIABLE_TIKTOK_API_BASE_URL")
+        .env_remove("SPIN_VARIABLE_TIKTOK_APP_ID")
+        .env_remove("SPIN_VARIABLE_TIKTOK_APP_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    watchdog(child.id());
+    let listing = banner(&mut BufReader::new(child.stdout.take().unwrap()).lines());
+    let addr = listing[0]
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let sandbox = &listing[1];
+    assert!(
+        sandbox.starts_with("Sandbox mode: no TikTok app credentials"),
+        "{sandbox}"
+    );
+    let mock = sandbox
+        .split("mock at http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+
+    let info = http_get(&addr, "/info/oauth-callback");
+    assert!(
+        info.contains(&format!("\"api_base_url\":\"http://{mock}\"")),
+        "components are pointed at the mock: {info}"
+    );
+    let api = http_get(&mock, "/open_api/v1.3/advertiser/info/");
+    assert!(
+        api.contains("\"code\":40104"),
+        "the mock answers as TikTok does: {api}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }
