@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
@@ -67,7 +67,7 @@ pub struct App {
     router: Router<usize>,
     components: Vec<LoadedComponent>,
     limits: Limits,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     next_request: AtomicU64,
     request_prefix: u32,
     _ticker: EpochTicker,
@@ -94,9 +94,11 @@ impl App {
         };
 
         let limits = options.runtime_config.limits.clone();
-        let max_instances = u32::try_from(limits.max_concurrent_requests)
-            .unwrap_or(u32::MAX)
-            .max(16);
+        // Headroom over the request permits: an instance that timed out may still be
+        // tearing down while its permit is already reused.
+        let max_instances =
+            u32::try_from(limits.max_concurrent_requests + limits.max_concurrent_requests / 2 + 8)
+                .unwrap_or(u32::MAX);
         let engine =
             new_engine(max_instances, limits.max_memory_bytes).map_err(StartError::Engine)?;
         let linker = new_linker(&engine).map_err(StartError::Engine)?;
@@ -121,7 +123,17 @@ impl App {
                 let rendered = variables.render(raw).ok_or_else(|| {
                     outbound_error(format!("{raw:?} refers to a variable without a value"))
                 })?;
-                allowed.push(AllowedHost::parse(&rendered).map_err(outbound_error)?);
+                let parsed = AllowedHost::parse(&rendered).map_err(|reason| {
+                    if rendered == *raw {
+                        outbound_error(reason)
+                    } else {
+                        // The rendered value may hold a secret: name the template only.
+                        outbound_error(format!(
+                            "{raw:?}: its variables do not render to `scheme://host[:port]`"
+                        ))
+                    }
+                })?;
+                allowed.push(parsed);
             }
             let component =
                 load_component(&engine, &decl.source, Some(&cache_dir)).map_err(component_error)?;
@@ -184,7 +196,7 @@ impl App {
         }
 
         Ok(App {
-            permits: Semaphore::new(limits.max_concurrent_requests),
+            permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             manifest,
             router,
             components,
@@ -193,6 +205,10 @@ impl App {
             request_prefix: fastrand::u32(..),
             _ticker: EpochTicker::start(&engine),
         })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -308,17 +324,30 @@ impl App {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(RequestError::BodyTooLarge { limit });
         }
-        let body = BodyExt::collect(Limited::new(body, limit))
+        // Waiting for a permit before reading the body bounds the memory that bodies of
+        // queued requests can take; the permit lives until the response body is sent.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    RequestError::BodyTooLarge { limit }
-                } else {
-                    RequestError::BadBody(e.to_string())
-                }
-            })?;
+            .map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
+        // A client that trickles its body must not hold the permit forever.
+        let body = tokio::time::timeout(
+            self.limits.request_timeout(),
+            BodyExt::collect(Limited::new(body, limit)),
+        )
+        .await
+        .map_err(|_| RequestError::BodyTimeout)?
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                RequestError::BodyTooLarge { limit }
+            } else {
+                RequestError::BadBody(e.to_string())
+            }
+        })?;
         let body: WasiBody = Full::new(body.to_bytes())
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -369,26 +398,25 @@ impl App {
         };
         set("spin-full-url", &full_url);
         set("spin-path-info", &matched.path_info);
-        set("spin-matched-route", route.raw());
+        set("spin-matched-route", &route.normalized());
         set("spin-base-path", "/");
         set("spin-raw-component-route", route.raw());
         set("spin-component-route", route.prefix());
         set("spin-client-addr", &client.to_string());
         for (name, value) in &matched.params {
             set(
-                &format!("spin-path-match-{}", name.to_ascii_lowercase()),
+                // Spin: SPIN_PATH_MATCH_<NAME>, `_` turned into `-`, lowercased.
+                &format!(
+                    "spin-path-match-{}",
+                    name.replace('_', "-").to_ascii_lowercase()
+                ),
                 value,
             );
         }
 
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
         let request = http::Request::from_parts(parts, body);
         let started = std::time::Instant::now();
-        component.handler.handle(Arc::from(request_id), request).await.map_err(|e| {
+        let response = component.handler.handle(Arc::from(request_id), request).await.map_err(|e| {
             // When a busy instance is ended by the expiration backstop the error is a
             // generic one; the elapsed time tells it was the timeout all the same.
             if e.downcast_ref::<ExpirationError>().is_some() || started.elapsed() >= self.limits.request_timeout() {
@@ -398,7 +426,41 @@ impl App {
                 tracing::error!(component = %component.id, error = %format!("{e:?}"), "component failed");
                 RequestError::GuestFailed
             }
-        })
+        })?;
+        Ok(response.map(|body| {
+            PermitBody {
+                inner: body,
+                _permit: permit,
+            }
+            .boxed_unsync()
+        }))
+    }
+}
+
+/// A response body that holds its request's concurrency permit until it is sent: the
+/// instance that produces it is busy until then.
+struct PermitBody {
+    inner: WasiBody,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

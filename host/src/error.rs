@@ -48,6 +48,7 @@ pub enum RequestError {
     BodyTooLarge { limit: usize },
     HeadersTooLarge { limit: usize },
     BadBody(String),
+    BodyTimeout,
     BadRequest(String),
     Timeout,
     GuestFailed,
@@ -62,6 +63,7 @@ impl RequestError {
             RequestError::HeadersTooLarge { .. } => 431,
             RequestError::BadBody(_) | RequestError::BadRequest(_) => 400,
             RequestError::Timeout => 504,
+            RequestError::BodyTimeout => 408,
             RequestError::GuestFailed => 500,
             RequestError::Unavailable(_) => 503,
         }
@@ -74,6 +76,7 @@ impl RequestError {
             RequestError::HeadersTooLarge { .. } => "headers_too_large",
             RequestError::BadBody(_) | RequestError::BadRequest(_) => "bad_request",
             RequestError::Timeout => "timeout",
+            RequestError::BodyTimeout => "request_timeout",
             RequestError::GuestFailed => "internal_error",
             RequestError::Unavailable(_) => "unavailable",
         }
@@ -91,6 +94,7 @@ impl RequestError {
             RequestError::BadBody(m) => format!("request body could not be read: {m}"),
             RequestError::BadRequest(m) => m.clone(),
             RequestError::Timeout => "the component did not answer in time".into(),
+            RequestError::BodyTimeout => "the request body did not arrive in time".into(),
             RequestError::GuestFailed => "the component failed while handling the request".into(),
             RequestError::Unavailable(m) => m.clone(),
         }

@@ -36,6 +36,8 @@ pub struct VariableDecl {
     pub required: bool,
     #[serde(default)]
     pub secret: bool,
+    /// Documentation only.
+    pub description: Option<String>,
 }
 
 /// One component of the app.
@@ -371,7 +373,7 @@ name = "demo"
 
 [variables]
 api_base = { default = "http://127.0.0.1:9000" }
-token = { required = true, secret = true }
+token = { required = true, secret = true, description = "an API token" }
 
 [[trigger.http]]
 route = "/hello/..."
@@ -435,9 +437,9 @@ command = "cargo build"
 
     #[test]
     fn refuses_bad_route() {
-        let e = refusal(&GOOD.replace("\"/hello/...\"", "\"hello\""));
+        let e = refusal(&GOOD.replace("\"/hello/...\"", "\"/a/.../b\""));
         assert!(
-            e.contains("`trigger.http[0].route`") && e.contains("must start with '/'"),
+            e.contains("`trigger.http[0].route`") && e.contains("'...' is allowed only"),
             "{e}"
         );
     }

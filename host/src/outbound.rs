@@ -93,12 +93,13 @@ impl AllowedHost {
                         .map_err(|_| format!("{p:?} is not a port, a range 'a..b' or '*'"))
                 };
                 match p.split_once("..") {
+                    // `a..b` is half-open, as in Spin: `8000..8010` allows 8000 to 8009.
                     Some((a, b)) => {
                         let (a, b) = (parse(a)?, parse(b)?);
-                        if a > b {
+                        if a >= b {
                             return Err(format!("port range {p:?} is empty"));
                         }
-                        PortPattern::Range(a, b)
+                        PortPattern::Range(a, b - 1)
                     }
                     None => {
                         let n = parse(p)?;
@@ -239,11 +240,20 @@ mod tests {
             "localhost",
             Some(8005)
         ));
-        assert!(!allows(
+        assert!(
+            !allows(
+                "http://localhost:8000..8010",
+                "http",
+                "localhost",
+                Some(8010)
+            ),
+            "ranges exclude their end, as in Spin"
+        );
+        assert!(allows(
             "http://localhost:8000..8010",
             "http",
             "localhost",
-            Some(8011)
+            Some(8000)
         ));
         assert!(allows("http://[::1]:3000", "http", "[::1]", Some(3000)));
     }
@@ -258,6 +268,7 @@ mod tests {
             "redis://host",
             "http://h:x",
             "http://h:9..1",
+            "http://h:9..9",
         ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad}");
         }

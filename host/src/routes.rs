@@ -26,8 +26,8 @@ enum Segment {
 /// Why a route pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("route must start with '/'")]
-    NotAbsolute,
+    #[error("route must not be empty")]
+    Empty,
     #[error("'...' is allowed only as the whole last segment ('/...')")]
     MisplacedWildcard,
     #[error("parameter segment ':' needs a name of letters, digits or '_'")]
@@ -38,22 +38,29 @@ pub enum RouteError {
 
 impl Route {
     pub fn parse(raw: &str) -> Result<Self, RouteError> {
-        if !raw.starts_with('/') {
-            return Err(RouteError::NotAbsolute);
+        if raw.is_empty() {
+            return Err(RouteError::Empty);
         }
-        let mut parts: Vec<&str> = raw[1..].split('/').collect();
+        // Spin makes a relative route absolute: `hello` is `/hello`.
+        let absolute = if raw.starts_with('/') {
+            raw.to_string()
+        } else {
+            format!("/{raw}")
+        };
+        let mut parts: Vec<&str> = absolute[1..].split('/').collect();
         // Spin strips a trailing slash from routes: `/foo/` is `/foo`.
         if parts.last() == Some(&"") {
             parts.pop();
         }
-        let wildcard = parts.last() == Some(&"...");
+        // `/foo/*` is Spin's other spelling of `/foo/...`.
+        let wildcard = matches!(parts.last(), Some(&"...") | Some(&"*"));
         if wildcard {
             parts.pop();
         }
         let mut segments = Vec::with_capacity(parts.len());
         let mut names = Vec::new();
         for part in parts {
-            if part.contains("...") {
+            if part.contains("...") || part == "*" {
                 return Err(RouteError::MisplacedWildcard);
             }
             if let Some(name) = part.strip_prefix(':') {
@@ -82,6 +89,26 @@ impl Route {
 
     pub fn raw(&self) -> &str {
         &self.raw
+    }
+
+    /// The route as Spin reports it in `spin-matched-route`: absolute, no trailing slash,
+    /// the wildcard spelled `/...`.
+    pub fn normalized(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param(p) => {
+                    out.push(':');
+                    out.push_str(p);
+                }
+            }
+        }
+        if self.wildcard {
+            out.push_str("/...");
+        }
+        if out.is_empty() { "/".to_string() } else { out }
     }
 
     /// The route without its trailing `/...` (Spin's `spin-component-route`).
@@ -125,7 +152,7 @@ impl Route {
             // Everything after the matched segments, keeping a trailing slash (as Spin does).
             let consumed: usize = self.segments.len();
             let rest = significant[consumed..].join("/");
-            match (rest.is_empty(), path.ends_with('/') && path.len() > 1) {
+            match (rest.is_empty(), path.ends_with('/')) {
                 (true, false) => String::new(),
                 (true, true) => "/".to_string(),
                 (false, false) => format!("/{rest}"),
@@ -294,7 +321,8 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        assert_eq!(Route::parse("foo"), Err(RouteError::NotAbsolute));
+        assert_eq!(Route::parse(""), Err(RouteError::Empty));
+        assert_eq!(Route::parse("/a/*/b"), Err(RouteError::MisplacedWildcard));
         assert_eq!(Route::parse("/a/.../b"), Err(RouteError::MisplacedWildcard));
         assert_eq!(Route::parse("/a..."), Err(RouteError::MisplacedWildcard));
         assert_eq!(Route::parse("/a/:"), Err(RouteError::BadParam));
@@ -302,6 +330,22 @@ mod tests {
             Route::parse("/:a/:a"),
             Err(RouteError::DuplicateParam("a".into()))
         );
+    }
+
+    #[test]
+    fn spin_spellings_relative_routes_and_star_wildcards() {
+        let r = router(&["hello", "/files/*"]);
+        assert_eq!(winner(&r, "/hello").as_deref(), Some("hello"));
+        assert_eq!(r.route("/files/a/b").unwrap().path_info, "/a/b");
+        assert_eq!(Route::parse("hello").unwrap().normalized(), "/hello");
+        assert_eq!(Route::parse("/files/*").unwrap().normalized(), "/files/...");
+        assert_eq!(Route::parse("/foo/").unwrap().normalized(), "/foo");
+    }
+
+    #[test]
+    fn root_path_on_catch_all_has_path_info_slash_as_in_spin() {
+        let r = router(&["/..."]);
+        assert_eq!(r.route("/").unwrap().path_info, "/");
     }
 
     #[test]

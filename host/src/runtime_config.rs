@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_request_body_bytes: usize,
     pub max_memory_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// Open client connections; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_request_body_bytes: 1 << 20,
             max_memory_bytes: 128 << 20,
             max_concurrent_requests: 512,
+            max_connections: 4096,
         }
     }
 }
@@ -102,6 +105,11 @@ impl RuntimeConfig {
         if l.request_timeout_ms == 0 {
             return Err(invalid(
                 "`limits.request_timeout_ms` must be at least 1".into(),
+            ));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid(
+                "`limits.max_connections` must be at least 1".into(),
             ));
         }
         if l.max_concurrent_requests == 0 {

@@ -20,7 +20,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(app.limits().max_connections));
     loop {
+        // At the connection cap, stop accepting until one closes.
+        let connection_permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -47,6 +53,7 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _connection_permit = connection_permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -23,6 +23,7 @@ component = "spin-app"
 [component.spin-app]
 source = "{P2}/spin_sdk_app.wasm"
 key_value_stores = ["default"]
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
 [component.spin-app.variables]
 greeting = "{{ greeting }}"
 "#;
@@ -47,6 +48,15 @@ async fn exercise(s: &common::Running) {
     let (status, body) = get(&s.url("/spin/kv/x?store=other")).await;
     assert_eq!(status, 403);
     assert!(body.contains("AccessDenied"), "{body}");
+    // wasi:http 0.3 outbound goes through the same allow-list as 0.2.
+    let (_, body) = get(&s.url(&format!(
+        "/spin/outbound?url=http://127.0.0.1:{}/spin/kv/colour",
+        s.addr.port()
+    )))
+    .await;
+    assert_eq!(body, "status: 200");
+    let (_, body) = get(&s.url("/spin/outbound?url=https://business-api.tiktok.com/")).await;
+    assert_eq!(body, "error: ErrorCode::HttpRequestDenied");
 }
 
 #[tokio::test]

@@ -310,17 +310,34 @@ mod draft {
             cursor: Option<u64>,
         ) -> Result<std::result::Result<store::KeyResponse, store::Error>> {
             let label = self.label(&b)?;
-            let offset = cursor.unwrap_or(0) as usize;
-            let page =
-                match self
-                    .access
-                    .backend()
-                    .list_keys(&label, None, offset.saturating_add(KEY_PAGE))
-                {
+            // Walk the ordered keys a page at a time up to the offset: memory stays bounded
+            // whatever offset a guest passes.
+            let offset = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+            let mut skipped = 0usize;
+            let mut after: Option<String> = None;
+            let page = loop {
+                let want = (offset - skipped).min(KEY_PAGE);
+                let page = match self.access.backend().list_keys(
+                    &label,
+                    after.as_deref(),
+                    if want == 0 { KEY_PAGE } else { want },
+                ) {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(err(e))),
                 };
-            let keys: Vec<String> = page.keys.into_iter().skip(offset).collect();
+                if skipped == offset {
+                    break page;
+                }
+                skipped += page.keys.len();
+                after = page.keys.last().cloned();
+                if page.cursor.is_none() {
+                    break crate::kv::KeyPage {
+                        keys: Vec::new(),
+                        cursor: None,
+                    };
+                }
+            };
+            let keys = page.keys;
             let cursor = page.cursor.map(|_| (offset + keys.len()) as u64);
             Ok(Ok(store::KeyResponse { keys, cursor }))
         }

@@ -10,6 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 
+/// Most keys one `list_keys` call returns, whatever the caller asks.
+pub const MAX_PAGE: usize = 10_000;
+
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
 }
@@ -57,6 +60,18 @@ impl SqliteBackend {
     ) -> Result<T, KvError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(backend)
+    }
+}
+
+/// Runs blocking SQLite work so it does not stall the async runtime's other tasks (a
+/// busy lock can wait up to the busy timeout): on a multi-threaded tokio runtime the
+/// worker hands its other tasks off first, as Spin does.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -111,12 +126,12 @@ impl KeyValueBackend for SqliteBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<KeyPage, KvError> {
-        let limit = limit.max(1);
+        let limit = limit.clamp(1, MAX_PAGE);
         let mut keys: Vec<String> = self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key FROM spin_key_value WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                "SELECT key FROM spin_key_value WHERE store = ?1 AND (?2 IS NULL OR key > ?2) ORDER BY key LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![store, cursor.unwrap_or(""), (limit + 1) as i64], |r| r.get(0))?;
+            let rows = stmt.query_map(params![store, cursor, (limit + 1) as i64], |r| r.get(0))?;
             rows.collect()
         })?;
         let cursor = if keys.len() > limit {
@@ -130,28 +145,30 @@ impl KeyValueBackend for SqliteBackend {
 
     fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         check_key(key)?;
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction().map_err(backend)?;
-        let current: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
-            .and_then(|mut s| s.query_row(params![store, key], |r| r.get(0)).optional())
+        blocking(|| {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction().map_err(backend)?;
+            let current: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                .and_then(|mut s| s.query_row(params![store, key], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            let current = current
+                .as_deref()
+                .map(decode_counter)
+                .transpose()?
+                .unwrap_or(0);
+            let new = current
+                .checked_add(delta)
+                .ok_or_else(|| KvError::Backend("counter overflow".into()))?;
+            tx.prepare_cached(
+                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute(params![store, key, new.to_le_bytes().as_slice()]))
             .map_err(backend)?;
-        let current = current
-            .as_deref()
-            .map(decode_counter)
-            .transpose()?
-            .unwrap_or(0);
-        let new = current
-            .checked_add(delta)
-            .ok_or_else(|| KvError::Backend("counter overflow".into()))?;
-        tx.prepare_cached(
-            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-        )
-        .and_then(|mut s| s.execute(params![store, key, new.to_le_bytes().as_slice()]))
-        .map_err(backend)?;
-        tx.commit().map_err(backend)?;
-        Ok(new)
+            tx.commit().map_err(backend)?;
+            Ok(new)
+        })
     }
 
     fn compare_and_swap(
@@ -262,16 +279,18 @@ mod tests {
     #[test]
     fn list_keys_pages_in_order() {
         let b = SqliteBackend::in_memory().unwrap();
-        for k in ["c", "a", "b", "d", "e"] {
+        for k in ["c", "a", "b", "d", "e", ""] {
             b.set("s", k, b"x").unwrap();
         }
         let p1 = b.list_keys("s", None, 2).unwrap();
-        assert_eq!(p1.keys, ["a", "b"]);
+        assert_eq!(p1.keys, ["", "a"], "the empty key is listed too");
         let p2 = b.list_keys("s", p1.cursor.as_deref(), 2).unwrap();
-        assert_eq!(p2.keys, ["c", "d"]);
+        assert_eq!(p2.keys, ["b", "c"]);
         let p3 = b.list_keys("s", p2.cursor.as_deref(), 2).unwrap();
-        assert_eq!(p3.keys, ["e"]);
+        assert_eq!(p3.keys, ["d", "e"]);
         assert_eq!(p3.cursor, None);
+        let all = b.list_keys("s", None, usize::MAX).unwrap();
+        assert_eq!(all.keys.len(), 6, "a huge limit is clamped, not overflowed");
     }
 
     #[test]

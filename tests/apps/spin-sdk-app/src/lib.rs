@@ -4,6 +4,7 @@
 //! - `PUT /spin/kv/<key>?store=S`: sets the key to the request body (204)
 //!   (`store` defaults to "default"; a store that cannot be opened answers 403 `error: <e>`)
 //! - `GET /spin/keys`: the default store's keys, newline-joined
+//! - `GET /spin/outbound?url=U`: an outgoing GET; `status: N` or `error: <code>`
 //! - `GET /spin/var/<name>`: the variable's value (200), or `error: <e>` (404)
 //! - anything else: 404
 
@@ -52,6 +53,14 @@ async fn handle(req: Request) -> anyhow::Result<Reply> {
                 reply(StatusCode::NO_CONTENT, Bytes::new())
             }
             _ => reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new()),
+        });
+    }
+
+    if method == Method::GET && path == "/spin/outbound" {
+        let url = req.uri().query().and_then(|q| q.strip_prefix("url=")).unwrap_or_default().to_owned();
+        return Ok(match spin_sdk::http::get(&url).await {
+            Ok(response) => reply(StatusCode::OK, format!("status: {}", response.status().as_u16())),
+            Err(e) => reply(StatusCode::OK, format!("error: {e:?}")),
         });
     }
 

@@ -6,7 +6,7 @@
 //! - `GET /app/var/<name>`: Spin 2 variables; `GET /app/config/<name>`: wasi:config rc.1
 //! - `GET /app/outbound?url=U`: an outgoing GET; answers its status, or `error: <code>`
 //! - `GET /app/sleep?ms=N`: answers after N ms
-//! - `GET /app/trap`: panics (a trap); `GET /app/loop`: never returns; `GET /app/grow`: exhausts memory
+//! - `GET /app/trap`: panics (a trap); `GET /app/loop`: never returns; `GET /app/grow?mb=N`: allocates N MiB (default 80)
 
 wit_bindgen::generate!({ world: "app", generate_all });
 
@@ -136,11 +136,10 @@ impl Guest for App {
                 std::hint::black_box(());
             },
             "/app/grow" => {
-                let mut hog: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hog.push(vec![1u8; 16 << 20]);
-                    std::hint::black_box(&hog);
-                }
+                let mb: usize = query_param(query, "mb").and_then(|v| v.parse().ok()).unwrap_or(80);
+                let hog = vec![1u8; mb << 20];
+                std::hint::black_box(&hog);
+                respond(out, 200, b"grew")
             }
             _ => respond(out, 404, b"no such route"),
         }
