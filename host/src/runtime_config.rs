@@ -7,6 +7,7 @@
 //! max_request_body_bytes = 1048576  # larger bodies get 413 before any guest runs
 //! max_memory_bytes = 134217728    # per instance linear memory cap
 //! max_concurrent_requests = 512   # beyond this, requests wait
+//! max_connections = 4096          # beyond this, connections wait to be accepted
 //!
 //! [component.pixel-collector]
 //! max_instance_reuse = 128        # requests one instance serves before it is replaced
