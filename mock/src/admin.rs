@@ -42,6 +42,22 @@ pub fn handle(
                 s.clock_offset += Duration::from_secs(secs);
                 json!({"clock_offset_seconds": s.clock_offset.as_secs()})
             })),
+        ("GET", "/_mock/events") => Ok(mock.with_state(|s| {
+            let source_id = params.str("event_source_id").ok().flatten();
+            let events: Vec<_> = s
+                .events
+                .iter()
+                .filter(|e| source_id.as_ref().is_none_or(|id| *id == e.source_id))
+                .map(|e| {
+                    json!({
+                        "event_source": e.source, "event_source_id": e.source_id, "event": e.event,
+                        "event_id": e.event_id, "test_event_code": e.test_event_code,
+                        "duplicate": e.duplicate, "data": e.body,
+                    })
+                })
+                .collect();
+            json!({"events": events})
+        })),
         ("GET", "/_mock/advertisers") => Ok(mock.with_state(|s| {
             json!({"advertisers": s.advertisers.iter().map(|a| json!({"advertiser_id": a.id, "name": a.name, "currency": a.currency, "timezone": a.timezone})).collect::<Vec<_>>()})
         })),

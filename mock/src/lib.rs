@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod envelope;
+pub mod events;
 pub mod oauth;
 pub mod request;
 pub mod state;
@@ -51,6 +52,11 @@ impl Mock {
     /// The seeded demo advertiser (sandbox mode shows it).
     pub fn demo_advertiser(&self) -> state::Advertiser {
         self.with_state(|s| s.advertisers[0].clone())
+    }
+
+    /// The demo advertiser's seeded pixel.
+    pub fn demo_pixel(&self) -> state::Pixel {
+        self.with_state(|s| s.pixels[0].clone())
     }
 
     /// Handles one HTTP request.
@@ -190,6 +196,9 @@ impl Mock {
             (&M::GET, "/advertiser/info/") => {
                 self.call(|s| oauth::advertiser_info(s, &token, params))
             }
+            (&M::GET, "/pixel/list/") => self.call(|s| events::pixel_list(s, &token, params)),
+            (&M::POST, "/pixel/create/") => self.call(|s| events::pixel_create(s, &token, params)),
+            (&M::POST, "/event/track/") => self.call(|s| events::track(s, &token, params)),
             _ => Reply::error(
                 40008,
                 format!("{method} {endpoint} is not implemented by tiktok-mock"),

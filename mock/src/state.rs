@@ -41,6 +41,35 @@ pub struct Advertiser {
     pub timezone: String,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixel {
+    pub id: String,
+    /// What the Events API calls `event_source_id`: 20 uppercase letters and digits.
+    pub code: String,
+    pub name: String,
+    pub advertiser_id: String,
+}
+
+impl Pixel {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"pixel_id": self.id, "pixel_code": self.code, "pixel_name": self.name, "advertiser_id": self.advertiser_id, "activity_status": "ACTIVE"})
+    }
+}
+
+/// An Events API event the mock received (duplicates are kept, flagged).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub source: String,
+    pub source_id: String,
+    pub event: String,
+    pub event_id: Option<String>,
+    pub test_event_code: Option<String>,
+    /// Same (source id, event, event_id) as an event within the last 48 h: TikTok drops it.
+    pub duplicate: bool,
+    pub body: Value,
+    pub received: Instant,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthCode {
     pub app_id: String,
@@ -103,6 +132,8 @@ pub struct State {
     /// Added to the real clock by `POST /_mock/clock`, to test expiry without waiting.
     pub clock_offset: Duration,
     pub advertisers: Vec<Advertiser>,
+    pub pixels: Vec<Pixel>,
+    pub events: Vec<StoredEvent>,
     pub auth_codes: HashMap<String, AuthCode>,
     pub tokens: HashMap<String, Token>,
     pub creator_codes: HashMap<String, (String, Instant, bool)>,
@@ -124,6 +155,8 @@ impl State {
             config,
             clock_offset: Duration::ZERO,
             advertisers: Vec::new(),
+            pixels: Vec::new(),
+            events: Vec::new(),
             auth_codes: HashMap::new(),
             tokens: HashMap::new(),
             creator_codes: HashMap::new(),
@@ -133,7 +166,8 @@ impl State {
             buckets: HashMap::new(),
             create_request_ids: HashMap::new(),
         };
-        state.add_advertiser("Demo Advertiser", "USD", "America/Los_Angeles");
+        let demo = state.add_advertiser("Demo Advertiser", "USD", "America/Los_Angeles");
+        state.add_pixel(&demo.id, "Demo Pixel");
         state
     }
 
@@ -175,6 +209,47 @@ impl State {
         };
         self.advertisers.push(advertiser.clone());
         advertiser
+    }
+
+    pub fn add_pixel(&mut self, advertiser_id: &str, name: &str) -> Pixel {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let code: String = (0..20)
+            .map(|_| ALPHABET[(self.next_u64() % 36) as usize] as char)
+            .collect();
+        let pixel = Pixel {
+            id: self.new_id(),
+            code,
+            name: name.into(),
+            advertiser_id: advertiser_id.into(),
+        };
+        self.pixels.push(pixel.clone());
+        pixel
+    }
+
+    /// Runs a create once per `request_id` (per advertiser): a repeat is code 40050.
+    pub fn idempotent(
+        &mut self,
+        advertiser_id: &str,
+        p: &crate::request::Params,
+        create: impl FnOnce(&mut State) -> Result<Value, crate::envelope::Reply>,
+    ) -> Result<crate::envelope::Reply, crate::envelope::Reply> {
+        let request_id = p.str("request_id")?;
+        if let Some(id) = &request_id
+            && self
+                .create_request_ids
+                .contains_key(&(advertiser_id.to_string(), id.clone()))
+        {
+            return Err(crate::envelope::Reply::error(
+                40050,
+                format!("Duplicated request: request_id {id} was already used."),
+            ));
+        }
+        let data = create(self)?;
+        if let Some(id) = request_id {
+            self.create_request_ids
+                .insert((advertiser_id.to_string(), id), data.clone());
+        }
+        Ok(crate::envelope::Reply::ok(data))
     }
 
     pub fn advertiser(&self, id: &str) -> Option<&Advertiser> {
