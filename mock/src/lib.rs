@@ -11,11 +11,13 @@
 //! ```
 
 pub mod admin;
+pub mod campaigns;
 pub mod envelope;
 pub mod events;
 pub mod oauth;
 pub mod request;
 pub mod state;
+pub mod time;
 
 pub use state::MockConfig;
 
@@ -199,11 +201,48 @@ impl Mock {
             (&M::GET, "/pixel/list/") => self.call(|s| events::pixel_list(s, &token, params)),
             (&M::POST, "/pixel/create/") => self.call(|s| events::pixel_create(s, &token, params)),
             (&M::POST, "/event/track/") => self.call(|s| events::track(s, &token, params)),
+            (&M::POST, "/campaign/create/") => {
+                self.call(|s| campaigns::create_campaign(s, &token, params))
+            }
+            (&M::POST, "/adgroup/create/") => {
+                self.call(|s| campaigns::create_adgroup(s, &token, params))
+            }
+            (&M::POST, "/ad/create/") => self.call(|s| campaigns::create_ad(s, &token, params)),
+            (&M::GET, path) if kind_of(path, "get").is_some() => self.call(|s| {
+                campaigns::get(s, kind_of(path, "get").expect("checked"), &token, params)
+            }),
+            (&M::POST, path) if kind_of(path, "update").is_some() && !path.starts_with("/ad/") => {
+                self.call(|s| {
+                    campaigns::update(s, kind_of(path, "update").expect("checked"), &token, params)
+                })
+            }
+            (&M::POST, path) if kind_of(path, "status/update").is_some() => self.call(|s| {
+                campaigns::status_update(
+                    s,
+                    kind_of(path, "status/update").expect("checked"),
+                    &token,
+                    params,
+                )
+            }),
             _ => Reply::error(
                 40008,
                 format!("{method} {endpoint} is not implemented by tiktok-mock"),
             ),
         }
+    }
+}
+
+/// Which entity `/campaign|adgroup|ad/<action>/` is about.
+fn kind_of(path: &str, action: &str) -> Option<campaigns::Kind> {
+    let (entity, rest) = path.strip_prefix('/')?.split_once('/')?;
+    if rest != format!("{action}/") {
+        return None;
+    }
+    match entity {
+        "campaign" => Some(campaigns::Kind::Campaign),
+        "adgroup" => Some(campaigns::Kind::AdGroup),
+        "ad" => Some(campaigns::Kind::Ad),
+        _ => None,
     }
 }
 

@@ -18,6 +18,10 @@ pub struct MockConfig {
     pub events_qps: f64,
     /// Requests per second per advertiser and endpoint (code 40133); `None` disables it.
     pub qps_per_advertiser: Option<f64>,
+    /// Smallest campaign daily budget (TikTok: $50) in the account currency.
+    pub min_campaign_budget: f64,
+    /// Smallest ad group daily budget (TikTok: $20); lifetime budgets need this per scheduled day.
+    pub min_adgroup_budget: f64,
 }
 
 impl Default for MockConfig {
@@ -29,6 +33,8 @@ impl Default for MockConfig {
             qps_per_endpoint: Some(10.0),
             events_qps: 1000.0,
             qps_per_advertiser: None,
+            min_campaign_budget: 50.0,
+            min_adgroup_budget: 20.0,
         }
     }
 }
@@ -133,6 +139,7 @@ pub struct State {
     pub clock_offset: Duration,
     pub advertisers: Vec<Advertiser>,
     pub pixels: Vec<Pixel>,
+    pub entities: Vec<crate::campaigns::Entity>,
     pub events: Vec<StoredEvent>,
     pub auth_codes: HashMap<String, AuthCode>,
     pub tokens: HashMap<String, Token>,
@@ -156,6 +163,7 @@ impl State {
             clock_offset: Duration::ZERO,
             advertisers: Vec::new(),
             pixels: Vec::new(),
+            entities: Vec::new(),
             events: Vec::new(),
             auth_codes: HashMap::new(),
             tokens: HashMap::new(),
@@ -173,6 +181,14 @@ impl State {
 
     pub fn now(&self) -> Instant {
         Instant::now() + self.clock_offset
+    }
+
+    /// Unix seconds on the mock's clock.
+    pub fn unix_now(&self) -> i64 {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (real + self.clock_offset).as_secs() as i64
     }
 
     /// The next pseudo-random number (xorshift64*): deterministic for a seed.
