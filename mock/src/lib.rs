@@ -15,6 +15,7 @@ pub mod campaigns;
 pub mod envelope;
 pub mod events;
 pub mod oauth;
+pub mod reports;
 pub mod request;
 pub mod state;
 pub mod time;
@@ -201,6 +202,9 @@ impl Mock {
             (&M::GET, "/pixel/list/") => self.call(|s| events::pixel_list(s, &token, params)),
             (&M::POST, "/pixel/create/") => self.call(|s| events::pixel_create(s, &token, params)),
             (&M::POST, "/event/track/") => self.call(|s| events::track(s, &token, params)),
+            (&M::GET, "/report/integrated/get/") => {
+                self.call(|s| reports::integrated_get(s, &token, params))
+            }
             (&M::POST, "/campaign/create/") => {
                 self.call(|s| campaigns::create_campaign(s, &token, params))
             }

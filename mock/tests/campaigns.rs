@@ -295,3 +295,135 @@ async fn ad_groups_and_ads_hang_under_their_parents() {
     assert_eq!(partial["data"]["adgroup_ids"], json!([adgroup_id]));
     assert_eq!(partial["data"]["error_list"][0]["adgroup_id"], "999");
 }
+
+#[tokio::test]
+async fn reports_are_deterministic_sums_with_tiktoks_limits() {
+    let api = Api::new().await;
+    let campaign = api.campaign("c").await;
+    let g = api.post("/adgroup/create/", json!({"campaign_id": campaign, "adgroup_name": "g", "budget_mode": "BUDGET_MODE_DAY", "budget": 20, "billing_event": "CPC", "optimization_goal": "CLICK"})).await;
+    let adgroup = g["data"]["adgroup_id"].as_str().unwrap().to_string();
+    let ads = api.post("/ad/create/", json!({"adgroup_id": adgroup, "creatives": [{"ad_name": "a", "ad_format": "SINGLE_VIDEO"}, {"ad_name": "b", "ad_format": "SINGLE_VIDEO"}]})).await;
+    assert_eq!(ads["code"], 0);
+    let report =
+        |level: &'static str, dims: &'static str, start: &'static str, end: &'static str| {
+            let api = &api;
+            async move {
+                api.get(
+                    "/report/integrated/get/",
+                    &[
+                        ("report_type", "BASIC".into()),
+                        ("data_level", level.into()),
+                        ("dimensions", dims.into()),
+                        (
+                            "metrics",
+                            r#"["spend","impressions","clicks","ctr","campaign_name"]"#.into(),
+                        ),
+                        ("start_date", start.into()),
+                        ("end_date", end.into()),
+                        ("page_size", "1000".into()),
+                    ],
+                )
+                .await
+            }
+        };
+    let by_ad = report(
+        "AUCTION_AD",
+        r#"["ad_id","stat_time_day"]"#,
+        "2025-12-01",
+        "2025-12-03",
+    )
+    .await;
+    assert_eq!(by_ad["code"], 0, "{by_ad}");
+    assert_eq!(
+        by_ad["data"]["page_info"]["total_number"], 6,
+        "2 ads x 3 days"
+    );
+    let row = &by_ad["data"]["list"][0];
+    assert_eq!(row["dimensions"]["stat_time_day"], "2025-12-01 00:00:00");
+    assert!(
+        row["metrics"]["spend"].as_str().unwrap().contains('.'),
+        "metric values are strings: {row}"
+    );
+    assert_eq!(row["metrics"]["campaign_name"], "c");
+    let again = report(
+        "AUCTION_AD",
+        r#"["ad_id","stat_time_day"]"#,
+        "2025-12-01",
+        "2025-12-03",
+    )
+    .await;
+    assert_eq!(by_ad["data"], again["data"], "same seed, same numbers");
+
+    let by_campaign = report(
+        "AUCTION_CAMPAIGN",
+        r#"["campaign_id","stat_time_day"]"#,
+        "2025-12-01",
+        "2025-12-01",
+    )
+    .await;
+    let sum: u64 = by_ad["data"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dimensions"]["stat_time_day"] == "2025-12-01 00:00:00")
+        .map(|r| {
+            r["metrics"]["impressions"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        by_campaign["data"]["list"][0]["metrics"]["impressions"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+        sum,
+        "levels add up"
+    );
+
+    assert_param_error(
+        &report(
+            "AUCTION_AD",
+            r#"["ad_id","stat_time_day"]"#,
+            "2025-11-01",
+            "2025-12-01",
+        )
+        .await,
+        "start_date, end_date",
+    );
+    assert_param_error(
+        &report(
+            "AUCTION_AD",
+            r#"["ad_id","stat_time_hour"]"#,
+            "2025-12-01",
+            "2025-12-02",
+        )
+        .await,
+        "start_date, end_date",
+    );
+    let hourly = report(
+        "AUCTION_AD",
+        r#"["ad_id","stat_time_hour"]"#,
+        "2025-12-01",
+        "2025-12-01",
+    )
+    .await;
+    assert_eq!(hourly["data"]["page_info"]["total_number"], 48);
+    assert_param_error(
+        &report(
+            "AUCTION_AD",
+            r#"["campaign_id"]"#,
+            "2025-12-01",
+            "2025-12-01",
+        )
+        .await,
+        "dimensions",
+    );
+    assert_param_error(
+        &report("AUCTION_AD", r#"["ad_id"]"#, "2025-12-01", "2025-02-30").await,
+        "end_date",
+    );
+}
