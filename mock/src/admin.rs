@@ -12,6 +12,58 @@ fn bad(message: impl Into<String>) -> Response {
     json_response(400, &json!({"error": message.into()}))
 }
 
+/// `POST /_mock/webhooks/send {url, event, content?, user_openid?, max_attempts?, backoff_ms?}`:
+/// signs and delivers a webhook with the app secret, retrying until a 200; answers with the attempts.
+pub async fn send_webhook(mock: &Mock, body: &[u8]) -> Response {
+    let p = match Params::from_json(body) {
+        Ok(p) => p,
+        Err(e) => return bad(e.message),
+    };
+    let parsed = (|| {
+        let url = p.required_str("url").map_err(|e| e.message)?;
+        if !url.starts_with("http://") {
+            return Err("url must be an http:// URL".to_string());
+        }
+        let event = p.required_str("event").map_err(|e| e.message)?;
+        let user = p
+            .str("user_openid")
+            .map_err(|e| e.message)?
+            .unwrap_or_else(|| "act.mock-user".into());
+        let attempts = p
+            .u64("max_attempts")
+            .map_err(|e| e.message)?
+            .unwrap_or(5)
+            .clamp(1, 20) as u32;
+        let backoff = Duration::from_millis(
+            p.u64("backoff_ms")
+                .map_err(|e| e.message)?
+                .unwrap_or(500)
+                .min(60_000),
+        );
+        Ok((url, event, user, attempts, backoff))
+    })();
+    let (url, event, user, max_attempts, backoff) = match parsed {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    let content = p.get("content").cloned().unwrap_or(json!({}));
+    let (client_key, secret, now) = mock.with_state(|s| {
+        (
+            s.config.app_id.clone(),
+            s.config.app_secret.clone(),
+            s.unix_now(),
+        )
+    });
+    let delivery = crate::webhooks::delivery_body(&client_key, &event, now, &user, &content);
+    let attempts =
+        crate::webhooks::deliver(&url, &secret, delivery.clone(), max_attempts, backoff).await;
+    let delivered = attempts.last().is_some_and(|a| a.status == 200);
+    json_response(
+        200,
+        &json!({"delivered": delivered, "attempts": attempts, "body": String::from_utf8_lossy(&delivery)}),
+    )
+}
+
 pub fn handle(
     mock: &Mock,
     method: &http::Method,

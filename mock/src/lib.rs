@@ -19,6 +19,7 @@ pub mod reports;
 pub mod request;
 pub mod state;
 pub mod time;
+pub mod webhooks;
 
 pub use state::MockConfig;
 
@@ -83,6 +84,9 @@ impl Mock {
             )
         });
 
+        if path == "/_mock/webhooks/send" && parts.method == http::Method::POST {
+            return admin::send_webhook(self, &body).await;
+        }
         if path.starts_with("/_mock/") {
             return admin::handle(self, &parts.method, &path, &query, &body);
         }
