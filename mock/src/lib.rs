@@ -76,12 +76,13 @@ impl Mock {
         };
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
+        // TikTok's request ids: the time as YYYYMMDDHHMMSS, then random digits.
         let request_id = self.with_state(|s| {
-            format!(
-                "{}{:012}",
-                2026_1124_0000_00u64,
-                s.next_u64() % 1_000_000_000_000
-            )
+            let stamp: String = time::format_datetime(s.unix_now())
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            format!("{stamp}{:018}", s.next_u64() % 1_000_000_000_000_000_000)
         });
 
         if path == "/_mock/webhooks/send" && parts.method == http::Method::POST {
