@@ -94,6 +94,10 @@ pub fn handle(
                 s.clock_offset += Duration::from_secs(secs);
                 json!({"clock_offset_seconds": s.clock_offset.as_secs()})
             })),
+        ("POST", "/_mock/spark/post_code") => Ok(mock.with_state(|s| {
+            let post = crate::creative::new_post_code(s);
+            json!({"auth_code": post.code, "item_id": post.item_id, "identity_id": post.identity_id})
+        })),
         ("GET", "/_mock/events") => Ok(mock.with_state(|s| {
             let source_id = params.str("event_source_id").ok().flatten();
             let events: Vec<_> = s

@@ -12,6 +12,8 @@
 
 pub mod admin;
 pub mod campaigns;
+pub mod catalog;
+pub mod creative;
 pub mod envelope;
 pub mod events;
 pub mod oauth;
@@ -207,6 +209,23 @@ impl Mock {
             (&M::GET, "/pixel/list/") => self.call(|s| events::pixel_list(s, &token, params)),
             (&M::POST, "/pixel/create/") => self.call(|s| events::pixel_create(s, &token, params)),
             (&M::POST, "/event/track/") => self.call(|s| events::track(s, &token, params)),
+            (&M::POST, "/tt_video/authorize/") => {
+                self.call(|s| creative::authorize(s, &token, params))
+            }
+            (&M::GET, "/tt_video/info/") => self.call(|s| creative::info(s, &token, params)),
+            (&M::GET, "/tt_video/list/") => self.call(|s| creative::list(s, &token, params)),
+            (&M::POST, "/identity/create/") => {
+                self.call(|s| creative::create_identity(s, &token, params))
+            }
+            (&M::GET, "/identity/get/") => {
+                self.call(|s| creative::get_identities(s, &token, params))
+            }
+            (&M::POST, "/catalog/create/") => self.call(|s| catalog::create(s, params)),
+            (&M::GET, "/catalog/get/") => self.call(|s| catalog::get(s, params)),
+            (&M::POST, "/catalog/product/upload/") => {
+                self.call(|s| catalog::upload_products(s, params))
+            }
+            (&M::GET, "/catalog/product/log/") => self.call(|s| catalog::product_log(s, params)),
             (&M::GET, "/report/integrated/get/") => {
                 self.call(|s| reports::integrated_get(s, &token, params))
             }
