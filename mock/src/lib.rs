@@ -16,6 +16,8 @@ pub mod catalog;
 pub mod creative;
 pub mod envelope;
 pub mod events;
+pub mod files;
+pub mod multipart;
 pub mod oauth;
 pub mod reports;
 pub mod request;
@@ -129,6 +131,34 @@ impl Mock {
         if !endpoint.ends_with('/') {
             return text_response(404, "text/plain", "404 page not found");
         }
+        let token = parts
+            .headers
+            .get("access-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // The two multipart uploads.
+        if parts.method == http::Method::POST
+            && matches!(
+                endpoint,
+                "/file/video/ad/upload/" | "/dmp/custom_audience/file/upload/"
+            )
+        {
+            let content_type = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let reply = self
+                .upload(
+                    endpoint,
+                    content_type.as_deref(),
+                    body.clone(),
+                    token.as_deref(),
+                )
+                .await;
+            self.record(&parts.method, &path, &query, &body, reply.code);
+            return reply.into_response(&request_id);
+        }
         let params = if parts.method == http::Method::GET {
             Params::from_query(&query)
         } else {
@@ -140,14 +170,35 @@ impl Mock {
                 }
             }
         };
-        let token = parts
-            .headers
-            .get("access-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let reply = self.api(&parts.method, endpoint, &params, token.as_deref());
         self.record(&parts.method, &path, &query, &body, reply.code);
         reply.into_response(&request_id)
+    }
+
+    async fn upload(
+        &self,
+        endpoint: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        token: Option<&str>,
+    ) -> Reply {
+        let token = match self.with_state(|s| oauth::authenticate(s, token)) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        if let Some(reply) =
+            self.with_state(|s| limit(s, &token.app_id, endpoint, &Params::default()))
+        {
+            return reply;
+        }
+        let form = match multipart::Form::parse(content_type, body).await {
+            Ok(f) => f,
+            Err(reply) => return reply,
+        };
+        match endpoint {
+            "/file/video/ad/upload/" => self.call(|s| files::upload_video(s, &token, &form)),
+            _ => self.call(|s| files::upload_audience_file(s, &token, &form)),
+        }
     }
 
     /// Runs an endpoint against the state; its error is as much a reply as its success.
@@ -226,6 +277,18 @@ impl Mock {
                 self.call(|s| catalog::upload_products(s, params))
             }
             (&M::GET, "/catalog/product/log/") => self.call(|s| catalog::product_log(s, params)),
+            (&M::GET, "/file/video/ad/info/") => {
+                self.call(|s| files::video_info(s, &token, params))
+            }
+            (&M::POST, "/dmp/custom_audience/create/") => {
+                self.call(|s| files::create_audience(s, &token, params))
+            }
+            (&M::GET, "/dmp/custom_audience/list/") => {
+                self.call(|s| files::list_audiences(s, &token, params))
+            }
+            (&M::POST, "/dmp/custom_audience/lookalike/create/") => {
+                self.call(|s| files::create_lookalike(s, &token, params))
+            }
             (&M::GET, "/report/integrated/get/") => {
                 self.call(|s| reports::integrated_get(s, &token, params))
             }
