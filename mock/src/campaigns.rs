@@ -264,6 +264,10 @@ pub fn create_campaign(s: &mut State, token: &Token, p: &Params) -> Result<Reply
             ),
         );
         f.insert("is_new_structure".into(), json!(true));
+        // Fields TikTok's campaign/get example carries (shared/vectors).
+        f.insert("roas_bid".into(), json!(0));
+        f.insert("deep_bid_type".into(), Value::Null);
+        f.insert("objective".into(), json!("LANDING_PAGE"));
         f.insert("is_smart_performance_campaign".into(), json!(false));
         Ok(Value::Object(
             new_entity(s, Kind::Campaign, &advertiser_id, f, &status).fields,
