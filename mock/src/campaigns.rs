@@ -606,3 +606,71 @@ pub fn status_update(s: &mut State, kind: Kind, token: &Token, p: &Params) -> Re
     }
     Ok(Reply::ok(data))
 }
+
+/// `POST /ad/update/ {advertiser_id, creatives: [{ad_id, …fields}]}`: changes the given
+/// fields of each ad (ids and statuses are not editable here).
+pub fn update_ads(s: &mut State, token: &Token, p: &Params) -> Result<Reply, Reply> {
+    let advertiser_id = p.required_str("advertiser_id")?;
+    covers(token, &advertiser_id)?;
+    let creatives = match p.get("creatives") {
+        Some(Value::Array(c)) if !c.is_empty() && c.len() <= 20 => c.clone(),
+        _ => return Err(Reply::param("creatives: Length must be between 1 and 20.")),
+    };
+    for (i, c) in creatives.iter().enumerate() {
+        let id = c.get("ad_id").and_then(Value::as_str).ok_or_else(|| {
+            Reply::param(format!(
+                "creatives.{i}.ad_id: Missing data for required field."
+            ))
+        })?;
+        match find(s, Kind::Ad, id).filter(|e| e.advertiser_id() == advertiser_id) {
+            None => {
+                return Err(Reply::error(
+                    40007,
+                    format!("creatives.{i}.ad_id: {id} does not exist."),
+                ));
+            }
+            Some(e) if e.deleted() => {
+                return Err(Reply::param(format!(
+                    "creatives.{i}.ad_id: {id} has been deleted."
+                )));
+            }
+            Some(_) => {}
+        }
+        if let Some(name) = c.get("ad_name")
+            && !name
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && n.chars().count() <= 512)
+        {
+            return Err(Reply::param(format!(
+                "creatives.{i}.ad_name: Length must be between 1 and 512."
+            )));
+        }
+    }
+    let now = format_datetime(s.unix_now());
+    let mut updated = Vec::new();
+    for c in &creatives {
+        let id = c["ad_id"].as_str().unwrap_or_default();
+        let e = s
+            .entities
+            .iter_mut()
+            .find(|e| e.kind == Kind::Ad && e.id() == id)
+            .expect("checked above");
+        for (k, v) in c.as_object().into_iter().flatten() {
+            if !matches!(
+                k.as_str(),
+                "ad_id"
+                    | "adgroup_id"
+                    | "campaign_id"
+                    | "advertiser_id"
+                    | "operation_status"
+                    | "secondary_status"
+                    | "create_time"
+            ) {
+                e.fields.insert(k.clone(), v.clone());
+            }
+        }
+        e.fields.insert("modify_time".into(), json!(now));
+        updated.push(Value::Object(e.fields.clone()));
+    }
+    Ok(Reply::ok(json!({"creatives": updated})))
+}

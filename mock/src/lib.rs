@@ -299,6 +299,7 @@ impl Mock {
                 self.call(|s| campaigns::create_adgroup(s, &token, params))
             }
             (&M::POST, "/ad/create/") => self.call(|s| campaigns::create_ad(s, &token, params)),
+            (&M::POST, "/ad/update/") => self.call(|s| campaigns::update_ads(s, &token, params)),
             (&M::GET, path) if kind_of(path, "get").is_some() => self.call(|s| {
                 campaigns::get(s, kind_of(path, "get").expect("checked"), &token, params)
             }),
@@ -317,7 +318,7 @@ impl Mock {
             }),
             _ => Reply::error(
                 40008,
-                format!("{method} {endpoint} is not implemented by tiktok-mock"),
+                format!("tiktok-mock does not serve {method} {endpoint}"),
             ),
         }
     }

@@ -289,6 +289,28 @@ async fn ad_groups_and_ads_hang_under_their_parents() {
         )
         .await;
     assert_eq!(listed["data"]["page_info"]["total_number"], 2);
+    let first_ad = ads["data"]["ad_ids"][0].as_str().unwrap();
+    let renamed = api.post("/ad/update/", json!({"creatives": [{"ad_id": first_ad, "ad_name": "renamed", "ad_text": "new text"}]})).await;
+    assert_eq!(
+        renamed["data"]["creatives"][0]["ad_name"], "renamed",
+        "{renamed}"
+    );
+    assert_eq!(
+        api.post(
+            "/ad/update/",
+            json!({"creatives": [{"ad_id": "404", "ad_name": "x"}]})
+        )
+        .await["code"],
+        40007
+    );
+    assert_param_error(
+        &api.post(
+            "/ad/update/",
+            json!({"creatives": [{"ad_id": first_ad, "ad_name": ""}]}),
+        )
+        .await,
+        "creatives.0.ad_name",
+    );
 
     let partial = api.post("/adgroup/status/update/", json!({"adgroup_ids": [adgroup_id, "999"], "operation_status": "DISABLE", "allow_partial_success": true})).await;
     assert_eq!(partial["code"], 0);
