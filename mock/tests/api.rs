@@ -440,3 +440,27 @@ async fn reset_forgets_tokens_and_the_same_seed_gives_the_same_ids() {
     let (_, v) = api_get(&a, "/open_api/v1.3/advertiser/info/", Some(&t)).await;
     assert_eq!(v["code"], 40105);
 }
+
+#[tokio::test]
+async fn the_per_advertiser_limit_answers_40133() {
+    let m = MockServer::start(MockConfig {
+        qps_per_endpoint: None,
+        qps_per_advertiser: Some(3.0),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let t = token(&m).await;
+    let advertiser = m.mock.demo_advertiser().id;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let (_, v) = api_get(
+            &m,
+            &format!("/open_api/v1.3/pixel/list/?advertiser_id={advertiser}"),
+            Some(&t),
+        )
+        .await;
+        codes.push(v["code"].as_i64().unwrap());
+    }
+    assert_eq!(codes, [0, 0, 0, 40133, 40133]);
+}
