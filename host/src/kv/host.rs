@@ -476,6 +476,10 @@ mod spin2 {
     }
 }
 
+/// Most keys `get-keys` (Spin's key-value, which has no paging) returns: a store with
+/// more is an error rather than unbounded host memory.
+pub const MAX_ALL_KEYS: usize = 100_000;
+
 fn all_keys(access: &KeyValueAccess, label: &str) -> std::result::Result<Vec<String>, KvError> {
     let mut keys = Vec::new();
     let mut cursor = None;
@@ -484,6 +488,11 @@ fn all_keys(access: &KeyValueAccess, label: &str) -> std::result::Result<Vec<Str
             .backend()
             .list_keys(label, cursor.as_deref(), KEY_PAGE)?;
         keys.extend(page.keys);
+        if keys.len() > MAX_ALL_KEYS {
+            return Err(KvError::Backend(format!(
+                "the store has more than {MAX_ALL_KEYS} keys; list them with wasi:keyvalue list-keys"
+            )));
+        }
         match page.cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(keys),
