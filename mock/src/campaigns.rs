@@ -2,6 +2,7 @@
 //! with the validation TikTok applies to objectives, budgets and statuses.
 
 use crate::envelope::{Reply, paginate, paging};
+use crate::oauth::covers;
 use crate::request::Params;
 use crate::state::{State, Token};
 use crate::time::{format_datetime, parse_datetime};
@@ -105,17 +106,6 @@ impl Entity {
         self.fields.insert("operation_status".into(), json!(status));
         self.fields
             .insert("secondary_status".into(), json!(secondary));
-    }
-}
-
-fn covers(token: &Token, advertiser_id: &str) -> Result<(), Reply> {
-    if token.advertiser_ids.iter().any(|a| a == advertiser_id) {
-        Ok(())
-    } else {
-        Err(Reply::error(
-            40001,
-            format!("No permission to operate advertiser {advertiser_id}."),
-        ))
     }
 }
 

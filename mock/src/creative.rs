@@ -2,6 +2,7 @@
 //! `POST /_mock/spark/post_code` (in TikTok, the creator generates them in the app).
 
 use crate::envelope::{Reply, paginate, paging};
+use crate::oauth::covers;
 use crate::request::Params;
 use crate::state::{State, Token};
 use serde_json::{Value, json};
@@ -33,17 +34,6 @@ pub struct Identity {
     pub advertiser_id: String,
     pub display_name: String,
     pub image_uri: Option<String>,
-}
-
-fn covers(token: &Token, advertiser_id: &str) -> Result<(), Reply> {
-    if token.advertiser_ids.iter().any(|a| a == advertiser_id) {
-        Ok(())
-    } else {
-        Err(Reply::error(
-            40001,
-            format!("No permission to operate advertiser {advertiser_id}."),
-        ))
-    }
 }
 
 /// Makes a post code, as a creator would in the TikTok app.

@@ -1,6 +1,7 @@
 //! Pixels (tiktok-api.md §6) and the Events API 2.0 (`POST /event/track/`, §3).
 
 use crate::envelope::{Reply, paginate, paging};
+use crate::oauth::covers;
 use crate::request::Params;
 use crate::state::{Pixel, State, StoredEvent, Token};
 use serde_json::{Value, json};
@@ -40,17 +41,6 @@ pub const STANDARD_EVENTS: &[&str] = &[
     "Pageview",
     "PageView",
 ];
-
-fn covers(token: &Token, advertiser_id: &str) -> Result<(), Reply> {
-    if token.advertiser_ids.iter().any(|a| a == advertiser_id) {
-        Ok(())
-    } else {
-        Err(Reply::error(
-            40001,
-            format!("No permission to operate advertiser {advertiser_id}."),
-        ))
-    }
-}
 
 /// `GET /pixel/list/?advertiser_id=…` (page_size 1–20).
 pub fn pixel_list(s: &State, token: &Token, p: &Params) -> Result<Reply, Reply> {

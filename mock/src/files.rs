@@ -2,6 +2,7 @@
 
 use crate::envelope::{Reply, paginate, paging};
 use crate::multipart::{Form, md5_hex};
+use crate::oauth::covers;
 use crate::request::Params;
 use crate::state::{State, Token};
 use serde_json::{Value, json};
@@ -51,17 +52,6 @@ pub const CALCULATE_TYPES: &[&str] = &[
     "FIRST_MD5",
     "MULTIPLE_TYPES",
 ];
-
-fn covers(token: &Token, advertiser_id: &str) -> Result<(), Reply> {
-    if token.advertiser_ids.iter().any(|a| a == advertiser_id) {
-        Ok(())
-    } else {
-        Err(Reply::error(
-            40001,
-            format!("No permission to operate advertiser {advertiser_id}."),
-        ))
-    }
-}
 
 /// The container format from the file's first bytes.
 fn sniff_format(bytes: &[u8]) -> Option<&'static str> {

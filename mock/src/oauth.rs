@@ -28,6 +28,18 @@ pub fn authenticate(s: &State, token: Option<&str>) -> Result<Token, Reply> {
     }
 }
 
+/// 40001 unless the token was granted `advertiser_id`.
+pub fn covers(token: &Token, advertiser_id: &str) -> Result<(), Reply> {
+    if token.advertiser_ids.iter().any(|a| a == advertiser_id) {
+        Ok(())
+    } else {
+        Err(Reply::error(
+            40001,
+            format!("No permission to operate advertiser {advertiser_id}."),
+        ))
+    }
+}
+
 fn check_app(s: &State, app_id: &str, secret: &str) -> Result<(), Reply> {
     if app_id != s.config.app_id || secret != s.config.app_secret {
         return Err(Reply::error(
@@ -117,12 +129,7 @@ pub fn advertiser_info(s: &State, token: &Token, p: &Params) -> Result<Reply, Re
     }
     let mut list = Vec::new();
     for id in &ids {
-        if !token.advertiser_ids.contains(id) {
-            return Err(Reply::error(
-                40001,
-                format!("No permission to operate advertiser {id}."),
-            ));
-        }
+        covers(token, id)?;
         let a = s
             .advertiser(id)
             .ok_or_else(|| Reply::error(40300, format!("Advertiser {id} does not exist.")))?;

@@ -168,12 +168,7 @@ fn include_deleted(p: &Params) -> Result<bool, Reply> {
 
 pub fn integrated_get(s: &State, token: &Token, p: &Params) -> Result<Reply, Reply> {
     let advertiser_id = p.required_str("advertiser_id")?;
-    if !token.advertiser_ids.contains(&advertiser_id) {
-        return Err(Reply::error(
-            40001,
-            format!("No permission to operate advertiser {advertiser_id}."),
-        ));
-    }
+    crate::oauth::covers(token, &advertiser_id)?;
     match p.required_str("report_type")?.as_str() {
         "BASIC" => {}
         "AUDIENCE" | "PLAYABLE_MATERIAL" | "CATALOG" | "BC" | "TT_SHOP" => {
