@@ -62,6 +62,24 @@ impl Mock {
         self.with_state(|s| s.advertisers[0].clone())
     }
 
+    /// An access token for `advertiser_ids`, as if they had been authorized by OAuth
+    /// (what `POST /_mock/tokens` does, for in-process tests).
+    pub fn token_for(&self, advertiser_ids: &[String]) -> String {
+        self.with_state(|s| {
+            let token = s.new_secret();
+            let app_id = s.config.app_id.clone();
+            s.tokens.insert(
+                token.clone(),
+                state::Token {
+                    app_id,
+                    advertiser_ids: advertiser_ids.to_vec(),
+                    revoked: false,
+                },
+            );
+            token
+        })
+    }
+
     /// The demo advertiser's seeded pixel.
     pub fn demo_pixel(&self) -> state::Pixel {
         self.with_state(|s| s.pixels[0].clone())

@@ -18,17 +18,9 @@ impl Api {
         .await
         .unwrap();
         let advertiser = m.mock.demo_advertiser().id;
-        let r: Value = reqwest::Client::new()
-            .post(format!("{}/_mock/tokens", m.url()))
-            .json(&json!({"advertiser_ids": [advertiser]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = m.mock.token_for(std::slice::from_ref(&advertiser));
         Api {
-            token: r["access_token"].as_str().unwrap().into(),
+            token,
             advertiser,
             m,
         }

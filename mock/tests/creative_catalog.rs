@@ -18,11 +18,7 @@ impl Api {
         .await
         .unwrap();
         let advertiser = m.mock.demo_advertiser().id;
-        let token = Self::admin(&m, "/_mock/tokens", json!({"advertiser_ids": [advertiser]})).await
-            ["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let token = m.mock.token_for(std::slice::from_ref(&advertiser));
         Api {
             m,
             token,

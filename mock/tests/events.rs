@@ -7,16 +7,7 @@ async fn setup() -> (MockServer, String, String, String) {
     let m = MockServer::start(MockConfig::default()).await.unwrap();
     let advertiser = m.mock.demo_advertiser().id;
     let pixel = m.mock.demo_pixel().code;
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/_mock/tokens", m.url()))
-        .json(&json!({"advertiser_ids": [advertiser]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = r["access_token"].as_str().unwrap().to_string();
+    let token = m.mock.token_for(std::slice::from_ref(&advertiser));
     (m, advertiser, pixel, token)
 }
 

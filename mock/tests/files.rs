@@ -35,20 +35,8 @@ async fn setup() -> (MockServer, String, String) {
     .await
     .unwrap();
     let advertiser = m.mock.demo_advertiser().id;
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/_mock/tokens", m.url()))
-        .json(&json!({"advertiser_ids": [advertiser]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        m,
-        advertiser,
-        r["access_token"].as_str().unwrap().to_string(),
-    )
+    let token = m.mock.token_for(std::slice::from_ref(&advertiser));
+    (m, advertiser, token)
 }
 
 async fn upload(m: &MockServer, token: &str, path: &str, form: reqwest::multipart::Form) -> Value {
