@@ -4,7 +4,7 @@
 use crate::Mock;
 use crate::envelope::{Response, json_response};
 use crate::request::Params;
-use crate::state::{Fault, FaultKind, State, Token};
+use crate::state::{Fault, FaultKind, State};
 use serde_json::json;
 use std::time::Duration;
 
@@ -128,12 +128,7 @@ pub fn handle(
         })(),
         ("POST", "/_mock/tokens") => (|| {
             let ids = params.str_list("advertiser_ids").map_err(|e| e.message)?.ok_or("advertiser_ids is required")?;
-            Ok(mock.with_state(|s| {
-                let token = s.new_secret();
-                let app_id = s.config.app_id.clone();
-                s.tokens.insert(token.clone(), Token { app_id, advertiser_ids: ids, revoked: false });
-                json!({"access_token": token})
-            }))
+            Ok(json!({"access_token": mock.token_for(&ids)}))
         })(),
         _ => return json_response(404, &json!({"error": format!("no mock admin route {method} {path}")})),
     };
