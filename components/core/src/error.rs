@@ -4,6 +4,7 @@
 //! HTTP call fail the same way. Body shape (design.md §5):
 //! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
+use crate::tiktok::{CodeClass, classify};
 use serde::Serialize;
 
 /// Which input was wrong and why.
@@ -65,7 +66,14 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::RateLimited(_) => 429,
-            ApiError::Upstream(_) => 502,
+            ApiError::Upstream(u) => match classify(u.code) {
+                CodeClass::InvalidInput => 422,
+                CodeClass::Permission => 403,
+                CodeClass::NotFound => 404,
+                CodeClass::RateLimited => 429,
+                CodeClass::Reauthorize => 409,
+                CodeClass::Ok | CodeClass::Retry | CodeClass::Other => 502,
+            },
             ApiError::Storage(_) => 503,
             ApiError::Internal(_) => 500,
         }
@@ -81,7 +89,14 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited(_) => "rate_limited",
-            ApiError::Upstream(_) => "upstream_error",
+            ApiError::Upstream(u) => match classify(u.code) {
+                CodeClass::InvalidInput => "tiktok_invalid_input",
+                CodeClass::Permission => "tiktok_permission_denied",
+                CodeClass::NotFound => "tiktok_not_found",
+                CodeClass::RateLimited => "tiktok_rate_limited",
+                CodeClass::Reauthorize => "reauthorization_required",
+                CodeClass::Ok | CodeClass::Retry | CodeClass::Other => "upstream_error",
+            },
             ApiError::Storage(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -91,6 +106,10 @@ impl ApiError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             ApiError::RateLimited(secs) => vec![("retry-after", secs.to_string())],
+            // TikTok sends no Retry-After; its QPS windows are one second (§1.3).
+            ApiError::Upstream(u) if classify(u.code) == CodeClass::RateLimited => {
+                vec![("retry-after", "1".to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -179,7 +198,7 @@ mod tests {
             (ApiError::RateLimited(3), 429),
             (
                 ApiError::Upstream(UpstreamError {
-                    code: 40100,
+                    code: 50000,
                     message: "m".into(),
                     request_id: "r".into(),
                 }),
@@ -199,6 +218,32 @@ mod tests {
         let e = ApiError::RateLimited(7);
         assert_eq!(e.headers(), vec![("retry-after", "7".to_string())]);
         assert_eq!(json(&e)["error"]["retry_after"], 7);
+    }
+
+    #[test]
+    fn tiktok_refusals_map_to_our_status_codes() {
+        let upstream = |code| {
+            ApiError::Upstream(UpstreamError {
+                code,
+                message: "m".into(),
+                request_id: "r".into(),
+            })
+        };
+        for (code, status, name) in [
+            (40002, 422, "tiktok_invalid_input"),
+            (40001, 403, "tiktok_permission_denied"),
+            (40100, 429, "tiktok_rate_limited"),
+            (40105, 409, "reauthorization_required"),
+            (50000, 502, "upstream_error"),
+            (-1, 502, "upstream_error"),
+        ] {
+            let e = upstream(code);
+            assert_eq!((e.status(), e.code()), (status, name), "code {code}");
+        }
+        assert_eq!(
+            upstream(40100).headers(),
+            vec![("retry-after", "1".to_string())]
+        );
     }
 
     #[test]

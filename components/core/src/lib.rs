@@ -1,10 +1,25 @@
 //! Business logic shared by every tiktok-edge component.
 //!
 //! Plain Rust with no wasm-only dependencies, so all of it is unit-tested natively
-//! (`cargo test -p tiktok-edge-core`). Component crates are thin bindings over this.
+//! (`cargo test -p tiktok-edge-core`). Component crates are thin bindings over this: they
+//! fill an [`env::Env`] from WASI and hand plain [`http::Request`]s to the handlers here.
 
+pub mod connections;
+pub mod crypto;
+pub mod env;
 pub mod error;
+pub mod http;
+pub mod kv;
+pub mod oauth;
+pub mod oauth_api;
+pub mod oauth_state;
 pub mod org;
+pub mod orgs;
+pub mod tiktok;
+pub mod vault;
+
+#[cfg(test)]
+mod testing;
 
 pub use error::{ApiError, FieldError, UpstreamError};
 pub use org::OrgId;

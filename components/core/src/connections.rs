@@ -1,0 +1,453 @@
+//! An organization's TikTok connections: the advertiser accounts (and TikTok accounts
+//! for Spark Ads) it authorized, their encrypted tokens, and the helper every component
+//! uses to call TikTok for one of the organization's advertisers.
+//!
+//! Storage, all under `org/{org}/`:
+//! - `connections/{id}`: the connection record (never a token);
+//! - `connections`: the list of connection ids;
+//! - `tokens/{id}`: the sealed tokens (see [`crate::vault`]);
+//! - `advertisers/{advertiser_id}`: which connection acts for that advertiser.
+//!
+//! A connection record is written last, so a failure part way leaves no connection that
+//! looks usable; readers that find no record ignore the other keys.
+
+use crate::ApiError;
+use crate::crypto::random_bytes;
+use crate::env::Env;
+use crate::kv::{IdIndex, get_json, set_json, update_json};
+use crate::oauth_state::Kind;
+use crate::org::OrgId;
+use crate::tiktok::{Call, CodeClass, Reply, TikTokError};
+use crate::vault;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Whether a connection can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    /// TikTok refused the token (expired, revoked at TikTok, refresh failed): the
+    /// advertiser or creator must authorize again.
+    ReauthorizationRequired,
+    /// Revoked through our API or a TikTok `authorization.removed` webhook; no token kept.
+    Revoked,
+}
+
+/// One advertiser account a connection may act for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advertiser {
+    pub advertiser_id: String,
+    pub name: String,
+    pub currency: Option<String>,
+    /// IANA time zone, e.g. `America/Los_Angeles`: reports are in this zone.
+    pub timezone: Option<String>,
+}
+
+/// A stored authorization. Tokens live elsewhere, sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: String,
+    pub org: String,
+    pub kind: Kind,
+    pub status: Status,
+    /// Advertiser accounts (advertiser connections).
+    #[serde(default)]
+    pub advertisers: Vec<Advertiser>,
+    /// The TikTok account (creator connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<String>,
+    /// Permissions granted, as TikTok reports them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When the access token expires (creator tokens; advertiser tokens do not expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_at: Option<i64>,
+    /// The last TikTok refusal for this connection, e.g. `40105: Access token is invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The sealed part of a connection.
+#[derive(Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(<redacted>)")
+    }
+}
+
+fn record_key(org: &OrgId, id: &str) -> String {
+    format!("{}connections/{id}", org.key_prefix())
+}
+
+fn index_key(org: &OrgId) -> String {
+    format!("{}connections", org.key_prefix())
+}
+
+fn token_key(org: &OrgId, id: &str) -> String {
+    format!("{}tokens/{id}", org.key_prefix())
+}
+
+fn advertiser_key(org: &OrgId, advertiser_id: &str) -> String {
+    format!("{}advertisers/{advertiser_id}", org.key_prefix())
+}
+
+/// A new connection id: `c_` and 16 hex digits.
+pub fn new_id() -> Result<String, ApiError> {
+    Ok(format!("c_{}", hex::encode(random_bytes::<8>()?)))
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok =
+        id.len() == 18 && id.starts_with("c_") && id[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "connection {id} does not exist"
+        )))
+    }
+}
+
+/// Stores a new connection: tokens, advertiser mappings, then the record. On a failure
+/// part way, what was written is removed again.
+pub fn store(
+    env: &Env,
+    org: &OrgId,
+    connection: &Connection,
+    tokens: &Tokens,
+) -> Result<(), ApiError> {
+    let keyring = env.keyring()?;
+    let write = || -> Result<(), ApiError> {
+        let sealed = serde_json::to_vec(tokens).expect("tokens serialize");
+        vault::put_secret(env.kv, &keyring, &token_key(org, &connection.id), &sealed)?;
+        for a in &connection.advertisers {
+            env.kv.set(
+                &advertiser_key(org, &a.advertiser_id),
+                connection.id.as_bytes(),
+            )?;
+        }
+        IdIndex::new(env.kv, index_key(org)).insert(&connection.id)?;
+        set_json(env.kv, &record_key(org, &connection.id), connection)
+    };
+    write().inspect_err(|_| {
+        let _ = vault::delete_secret(env.kv, &token_key(org, &connection.id));
+        let _ = IdIndex::new(env.kv, index_key(org)).remove(&connection.id);
+    })
+}
+
+pub fn get(env: &Env, org: &OrgId, id: &str) -> Result<Connection, ApiError> {
+    check_id(id)?;
+    get_json(env.kv, &record_key(org, id))?
+        .ok_or_else(|| ApiError::NotFound(format!("connection {id} does not exist")))
+}
+
+pub fn list(env: &Env, org: &OrgId) -> Result<Vec<Connection>, ApiError> {
+    let mut connections = Vec::new();
+    for id in IdIndex::new(env.kv, index_key(org)).list()? {
+        if let Some(c) = get_json(env.kv, &record_key(org, &id))? {
+            connections.push(c);
+        }
+    }
+    Ok(connections)
+}
+
+/// Changes a stored connection atomically.
+pub fn update(
+    env: &Env,
+    org: &OrgId,
+    id: &str,
+    change: impl Fn(&mut Connection),
+) -> Result<Connection, ApiError> {
+    update_json(
+        env.kv,
+        &record_key(org, id),
+        |current: Option<Connection>| {
+            let mut c = current
+                .ok_or_else(|| ApiError::NotFound(format!("connection {id} does not exist")))?;
+            change(&mut c);
+            c.updated_at = env.now;
+            Ok((Some(c.clone()), c))
+        },
+    )
+}
+
+/// Records that TikTok refused the connection's token.
+pub fn mark_reauthorization_required(
+    env: &Env,
+    org: &OrgId,
+    id: &str,
+    error: &TikTokError,
+) -> Result<Connection, ApiError> {
+    let message = format!("{}: {}", error.code, error.message);
+    update(env, org, id, |c| {
+        if c.status != Status::Revoked {
+            c.status = Status::ReauthorizationRequired;
+        }
+        c.last_error = Some(message.clone());
+    })
+}
+
+/// The decrypted tokens of a connection.
+pub fn tokens(env: &Env, org: &OrgId, id: &str) -> Result<Tokens, ApiError> {
+    let keyring = env.keyring()?;
+    let bytes = vault::get_secret(env.kv, &keyring, &token_key(org, id))?.ok_or_else(|| {
+        ApiError::Conflict(format!("connection {id} has no token; authorize again"))
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::Storage(format!("the token of connection {id} is unreadable")))
+}
+
+fn store_tokens(env: &Env, org: &OrgId, id: &str, tokens: &Tokens) -> Result<(), ApiError> {
+    let sealed = serde_json::to_vec(tokens).expect("tokens serialize");
+    vault::put_secret(env.kv, &env.keyring()?, &token_key(org, id), &sealed)
+}
+
+/// Deletes the token and marks the connection revoked (its advertisers are released).
+pub fn forget(env: &Env, org: &OrgId, id: &str, reason: &str) -> Result<Connection, ApiError> {
+    vault::delete_secret(env.kv, &token_key(org, id))?;
+    let c = update(env, org, id, |c| {
+        c.status = Status::Revoked;
+        c.last_error = Some(reason.to_string());
+    })?;
+    for a in &c.advertisers {
+        let key = advertiser_key(org, &a.advertiser_id);
+        if env.kv.get(&key)?.as_deref() == Some(id.as_bytes()) {
+            env.kv.delete(&key)?;
+        }
+    }
+    Ok(c)
+}
+
+/// Revokes the connection at TikTok, then deletes its token. If TikTok cannot be reached
+/// the token is kept (the call can be repeated); a token TikTok already considers invalid
+/// is deleted too.
+pub fn revoke(env: &Env, org: &OrgId, id: &str) -> Result<Connection, ApiError> {
+    let c = get(env, org, id)?;
+    if c.status == Status::Revoked {
+        return Ok(c);
+    }
+    let tokens = tokens(env, org, id)?;
+    let (app_id, secret) = env.app_credentials()?;
+    let call = match c.kind {
+        Kind::Advertiser => Call::post(
+            "/oauth2/revoke_token/",
+            json!({"app_id": app_id, "secret": secret, "access_token": tokens.access_token}),
+        )
+        .token(&tokens.access_token),
+        Kind::Creator => Call::post(
+            "/tt_user/oauth2/revoke/",
+            json!({"client_id": app_id, "client_secret": secret, "access_token": tokens.access_token}),
+        ),
+    };
+    match env.tiktok()?.call(&call) {
+        Ok(_) => {}
+        Err(e) if e.class() == CodeClass::Reauthorize => {}
+        Err(e) => return Err(e.into()),
+    }
+    forget(env, org, id, "revoked through the API")
+}
+
+/// The outcome of a connection check.
+#[derive(Debug, Serialize)]
+pub struct CheckResult {
+    pub connection: Connection,
+    pub token_valid: bool,
+}
+
+/// Asks TikTok whether the token still works; 40105/40102 → `reauthorization_required`.
+pub fn check(env: &Env, org: &OrgId, id: &str) -> Result<CheckResult, ApiError> {
+    let c = get(env, org, id)?;
+    if c.status == Status::Revoked {
+        return Ok(CheckResult {
+            connection: c,
+            token_valid: false,
+        });
+    }
+    let tokens = tokens(env, org, id)?;
+    let result = match c.kind {
+        Kind::Advertiser => {
+            let (app_id, secret) = env.app_credentials()?;
+            env.tiktok()?
+                .call(
+                    &Call::get("/oauth2/advertiser/get/")
+                        .query("app_id", app_id)
+                        .query("secret", secret)
+                        .token(&tokens.access_token),
+                )
+                .map(|_| ())
+        }
+        // Creator tokens are checked by their recorded expiry; refreshing renews them.
+        Kind::Creator => match c.refresh_expires_at {
+            Some(t) if t <= env.now => Err(TikTokError {
+                code: 40103,
+                message: "the refresh token has expired".into(),
+                request_id: String::new(),
+            }),
+            _ => Ok(()),
+        },
+    };
+    match result {
+        Ok(()) => {
+            let connection = update(env, org, id, |c| {
+                c.status = Status::Active;
+                c.last_checked_at = Some(env.now);
+                c.last_error = None;
+            })?;
+            Ok(CheckResult {
+                connection,
+                token_valid: true,
+            })
+        }
+        Err(e) if e.class() == CodeClass::Reauthorize => {
+            let connection = mark_reauthorization_required(env, org, id, &e)?;
+            update(env, org, id, |c| c.last_checked_at = Some(env.now))?;
+            Ok(CheckResult {
+                connection: Connection {
+                    last_checked_at: Some(env.now),
+                    ..connection
+                },
+                token_valid: false,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Acting for one advertiser of an organization: its connection and decrypted token.
+pub struct AdvertiserAccess {
+    pub org: OrgId,
+    pub connection_id: String,
+    pub advertiser: Advertiser,
+    access_token: String,
+}
+
+impl std::fmt::Debug for AdvertiserAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvertiserAccess")
+            .field("org", &self.org)
+            .field("connection_id", &self.connection_id)
+            .field("advertiser", &self.advertiser)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdvertiserAccess {
+    /// Loads the connection acting for `advertiser_id` and decrypts its token. 404 when
+    /// the organization has no connection for it; 409 when it needs re-authorization.
+    pub fn load(env: &Env, org: &OrgId, advertiser_id: &str) -> Result<Self, ApiError> {
+        if advertiser_id.is_empty()
+            || advertiser_id.len() > 32
+            || !advertiser_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ApiError::invalid(
+                "advertiser_id",
+                "must be TikTok's numeric id",
+            ));
+        }
+        let not_connected = || {
+            ApiError::NotFound(format!(
+                "advertiser {advertiser_id} is not connected to organization {org}"
+            ))
+        };
+        let id = env
+            .kv
+            .get(&advertiser_key(org, advertiser_id))?
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(not_connected)?;
+        let c = get(env, org, &id).map_err(|_| not_connected())?;
+        match c.status {
+            Status::Active => {}
+            Status::ReauthorizationRequired => {
+                return Err(ApiError::Conflict(format!(
+                    "connection {id} for advertiser {advertiser_id} needs re-authorization ({})",
+                    c.last_error
+                        .as_deref()
+                        .unwrap_or("TikTok refused its token")
+                )));
+            }
+            Status::Revoked => return Err(not_connected()),
+        }
+        let advertiser = c
+            .advertisers
+            .iter()
+            .find(|a| a.advertiser_id == advertiser_id)
+            .cloned()
+            .ok_or_else(not_connected)?;
+        let tokens = tokens(env, org, &id)?;
+        Ok(AdvertiserAccess {
+            org: org.clone(),
+            connection_id: id,
+            advertiser,
+            access_token: tokens.access_token,
+        })
+    }
+
+    /// Calls TikTok with this advertiser's token (`Access-Token`), with retries for the
+    /// retryable codes. A refused token marks the connection for re-authorization.
+    pub fn call(&self, env: &Env, call: Call) -> Result<Reply, ApiError> {
+        match env.tiktok()?.call(&call.token(&self.access_token)) {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                if e.class() == CodeClass::Reauthorize {
+                    mark_reauthorization_required(env, &self.org, &self.connection_id, &e)?;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Stores refreshed creator tokens and their expiry.
+pub fn save_refreshed(
+    env: &Env,
+    org: &OrgId,
+    id: &str,
+    tokens: &Tokens,
+    access_expires_at: Option<i64>,
+    refresh_expires_at: Option<i64>,
+) -> Result<Connection, ApiError> {
+    store_tokens(env, org, id, tokens)?;
+    update(env, org, id, |c| {
+        c.status = Status::Active;
+        c.access_expires_at = access_expires_at;
+        if refresh_expires_at.is_some() {
+            c.refresh_expires_at = refresh_expires_at;
+        }
+        c.last_error = None;
+    })
+}
+
+/// A TikTok account's token, for Spark Ads calls as that creator.
+pub fn creator_access_token(
+    env: &Env,
+    org: &OrgId,
+    id: &str,
+) -> Result<(Connection, String), ApiError> {
+    let c = get(env, org, id)?;
+    if c.kind != Kind::Creator {
+        return Err(ApiError::invalid(
+            "connection_id",
+            "is not a TikTok account connection",
+        ));
+    }
+    if c.status != Status::Active {
+        return Err(ApiError::Conflict(format!(
+            "connection {id} needs re-authorization"
+        )));
+    }
+    let token = tokens(env, org, id)?.access_token;
+    Ok((c, token))
+}

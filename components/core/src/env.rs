@@ -1,0 +1,74 @@
+//! What request handling in core gets from its host: the key-value store, variables,
+//! outbound HTTP and the time. Components fill it from WASI; tests fill it with fakes.
+
+use crate::ApiError;
+use crate::kv::KeyValue;
+use crate::tiktok::{TikTok, Transport};
+use crate::vault::{KEYS_VARIABLE, Keyring};
+
+/// Variables (`wasi:config/store`; Spin variables on Spin).
+pub trait Config {
+    /// The value of `name`, or `None` when it is not set.
+    fn get(&self, name: &str) -> Result<Option<String>, ApiError>;
+}
+
+/// Variable names every component reads.
+pub mod vars {
+    pub const API_BASE_URL: &str = crate::API_BASE_URL_VARIABLE;
+    pub const APP_ID: &str = "tiktok_app_id";
+    pub const APP_SECRET: &str = "tiktok_app_secret";
+    /// Bearer token for the admin API (creating organizations and keys).
+    pub const ADMIN_TOKEN: &str = "admin_token";
+    /// Where browsers reach this deployment, e.g. `https://edge.example.com`; used for
+    /// the OAuth `redirect_uri`. When empty, the request's own origin is used.
+    pub const PUBLIC_URL: &str = "public_url";
+    /// The advertiser authorization page; default `{tiktok_api_base_url}/portal/auth`.
+    pub const AUTH_URL: &str = "tiktok_auth_url";
+    /// The TikTok account (creator) authorization page; default
+    /// `{tiktok_api_base_url}/portal/creator/auth`.
+    pub const CREATOR_AUTH_URL: &str = "tiktok_creator_auth_url";
+}
+
+/// The host services for one request.
+pub struct Env<'a> {
+    pub kv: &'a dyn KeyValue,
+    pub config: &'a dyn Config,
+    pub transport: &'a dyn Transport,
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+}
+
+impl Env<'_> {
+    /// A variable that is set and not empty.
+    pub fn var(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .config
+            .get(name)?
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()))
+    }
+
+    /// A variable that must be set; missing is a deployment error (500) naming it.
+    pub fn require(&self, name: &str) -> Result<String, ApiError> {
+        self.var(name)?
+            .ok_or_else(|| ApiError::Internal(format!("variable {name} is not set")))
+    }
+
+    /// The vault keys from `token_encryption_keys`.
+    pub fn keyring(&self) -> Result<Keyring, ApiError> {
+        Keyring::parse(&self.require(KEYS_VARIABLE)?)
+    }
+
+    /// The TikTok API client for this deployment.
+    pub fn tiktok(&self) -> Result<TikTok<'_>, ApiError> {
+        Ok(TikTok::new(
+            self.transport,
+            &self.require(vars::API_BASE_URL)?,
+        ))
+    }
+
+    /// The TikTok app credentials (`tiktok_app_id`, `tiktok_app_secret`).
+    pub fn app_credentials(&self) -> Result<(String, String), ApiError> {
+        Ok((self.require(vars::APP_ID)?, self.require(vars::APP_SECRET)?))
+    }
+}

@@ -1,0 +1,553 @@
+//! Organizations (tenants), their API keys, and the access check every
+//! `/v1/orgs/{org}/...` route runs first.
+//!
+//! Threat model: anyone can send any path with any key. A key is
+//! `tte_{org}_{key_id}_{secret}`; only the SHA-256 digest of the whole key is stored, under
+//! the organization it belongs to, and compared in constant time. The org named in the
+//! key must be the org in the path, so a valid key of org A on org B's path is refused
+//! (403) before anything of B is read. The admin token (variable `admin_token`) may act
+//! on every organization and is the only way to create one.
+
+use crate::ApiError;
+use crate::crypto::{constant_time_eq, random_token, sha256, sha256_hex};
+use crate::env::{Env, vars};
+use crate::http::Request;
+use crate::kv::{IdIndex, create_json, get_json, set_json, update_json};
+use crate::org::OrgId;
+use serde::{Deserialize, Serialize};
+
+const KEY_PREFIX: &str = "tte";
+/// Where the ids of all organizations are listed.
+const ORG_INDEX: &str = "orgs";
+/// Most return URLs one organization may allow.
+const MAX_RETURN_URLS: usize = 20;
+
+/// An organization's profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    /// Where the OAuth flow may send the browser back to: URL prefixes (scheme, host and
+    /// port equal; path starting with the prefix's path).
+    pub allowed_return_urls: Vec<String>,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key_id: String,
+    /// The non-secret start of the key, to recognise it: `tte_{org}_{key_id}`.
+    pub prefix: String,
+    pub name: String,
+    pub created_at: i64,
+    /// SHA-256 of the whole key, hex.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    digest: String,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    OrgKey { org: OrgId, key_id: String },
+}
+
+fn profile_key(org: &OrgId) -> String {
+    format!("{}profile", org.key_prefix())
+}
+
+fn api_key_key(org: &OrgId, key_id: &str) -> String {
+    format!("{}apikeys/{key_id}", org.key_prefix())
+}
+
+fn api_key_index(org: &OrgId) -> String {
+    format!("{}apikeys", org.key_prefix())
+}
+
+/// Body of `POST /v1/orgs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrg {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub allowed_return_urls: Vec<String>,
+}
+
+/// Body of `PATCH /v1/orgs/{org}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgChanges {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub allowed_return_urls: Option<Vec<String>>,
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "must be 1-200 characters without control characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_return_urls(urls: &[String]) -> Result<Vec<String>, ApiError> {
+    if urls.len() > MAX_RETURN_URLS {
+        return Err(ApiError::invalid(
+            "allowed_return_urls",
+            format!("at most {MAX_RETURN_URLS} entries"),
+        ));
+    }
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            parse_return_url(u)
+                .map(|u| u.to_string())
+                .map_err(|reason| ApiError::invalid(format!("allowed_return_urls[{i}]"), reason))
+        })
+        .collect()
+}
+
+/// A return URL must be absolute https (http only for loopback), with no user info or
+/// fragment: the checks that stop `https://good.example@evil.example` tricks.
+fn parse_return_url(raw: &str) -> Result<url::Url, String> {
+    if raw.len() > 2048 {
+        return Err("must be at most 2048 characters".into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    let loopback = matches!(
+        url.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err("must use https (http is allowed only for localhost)".into()),
+        other => return Err(format!("scheme {other} is not allowed; use https")),
+    }
+    if url.host().is_none() {
+        return Err("must name a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user info".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not contain a fragment".into());
+    }
+    Ok(url)
+}
+
+/// Checks `candidate` against the organization's allow-list; returns it normalized.
+pub fn allowed_return_url(org: &Org, candidate: &str) -> Result<String, ApiError> {
+    let url = parse_return_url(candidate).map_err(|r| ApiError::invalid("return_url", r))?;
+    let allowed = org.allowed_return_urls.iter().any(|entry| {
+        let Ok(prefix) = url::Url::parse(entry) else {
+            return false;
+        };
+        prefix.origin() == url.origin() && {
+            let base = prefix.path().trim_end_matches('/');
+            let path = url.path();
+            path == base || path.starts_with(&format!("{base}/")) || base.is_empty()
+        }
+    });
+    if !allowed {
+        return Err(ApiError::invalid(
+            "return_url",
+            "is not in the organization's allowed_return_urls",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+pub fn create_org(env: &Env, new: NewOrg) -> Result<Org, ApiError> {
+    let id = OrgId::parse(&new.id).map_err(|_| {
+        ApiError::invalid(
+            "id",
+            "must be 1-64 lowercase letters, digits or '-', not starting or ending with '-'",
+        )
+    })?;
+    let org = Org {
+        name: check_name(new.name.as_deref().unwrap_or(id.as_str()))?,
+        id: id.to_string(),
+        created_at: env.now,
+        allowed_return_urls: check_return_urls(&new.allowed_return_urls)?,
+    };
+    if !create_json(env.kv, &profile_key(&id), &org)? {
+        return Err(ApiError::Conflict(format!(
+            "organization {id} already exists"
+        )));
+    }
+    IdIndex::new(env.kv, ORG_INDEX).insert(id.as_str())?;
+    Ok(org)
+}
+
+pub fn get_org(env: &Env, org: &OrgId) -> Result<Org, ApiError> {
+    get_json(env.kv, &profile_key(org))?
+        .ok_or_else(|| ApiError::NotFound(format!("organization {org} does not exist")))
+}
+
+pub fn list_orgs(env: &Env) -> Result<Vec<Org>, ApiError> {
+    let mut orgs = Vec::new();
+    for id in IdIndex::new(env.kv, ORG_INDEX).list()? {
+        if let Ok(org) = OrgId::parse(&id) {
+            if let Some(profile) = get_json(env.kv, &profile_key(&org))? {
+                orgs.push(profile);
+            }
+        }
+    }
+    Ok(orgs)
+}
+
+/// Ids of every organization (for scheduled tasks that visit them all).
+pub fn org_ids(env: &Env) -> Result<Vec<OrgId>, ApiError> {
+    Ok(IdIndex::new(env.kv, ORG_INDEX)
+        .list()?
+        .iter()
+        .filter_map(|id| OrgId::parse(id).ok())
+        .collect())
+}
+
+pub fn update_org(env: &Env, org: &OrgId, changes: OrgChanges) -> Result<Org, ApiError> {
+    let name = changes.name.as_deref().map(check_name).transpose()?;
+    let urls = changes
+        .allowed_return_urls
+        .as_deref()
+        .map(check_return_urls)
+        .transpose()?;
+    update_json(env.kv, &profile_key(org), |current: Option<Org>| {
+        let mut profile = current
+            .ok_or_else(|| ApiError::NotFound(format!("organization {org} does not exist")))?;
+        if let Some(name) = &name {
+            profile.name = name.clone();
+        }
+        if let Some(urls) = &urls {
+            profile.allowed_return_urls = urls.clone();
+        }
+        Ok((Some(profile.clone()), profile))
+    })
+}
+
+/// A new API key: the only time the whole key is available.
+#[derive(Debug, Serialize)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub listed: ApiKey,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+pub fn create_key(env: &Env, org: &OrgId, new: NewKey) -> Result<IssuedKey, ApiError> {
+    get_org(env, org)?;
+    let name = check_name(new.name.as_deref().unwrap_or("default"))?;
+    let key_id = hex::encode(crate::crypto::random_bytes::<8>()?);
+    let prefix = format!("{KEY_PREFIX}_{org}_{key_id}");
+    let key = format!("{prefix}_{}", random_token::<32>()?);
+    let record = ApiKey {
+        key_id: key_id.clone(),
+        prefix,
+        name,
+        created_at: env.now,
+        digest: sha256_hex(key.as_bytes()),
+    };
+    set_json(env.kv, &api_key_key(org, &key_id), &record)?;
+    IdIndex::new(env.kv, &api_key_index(org)).insert(&key_id)?;
+    let mut listed = record;
+    listed.digest.clear();
+    Ok(IssuedKey { listed, key })
+}
+
+pub fn list_keys(env: &Env, org: &OrgId) -> Result<Vec<ApiKey>, ApiError> {
+    let mut keys = Vec::new();
+    for key_id in IdIndex::new(env.kv, &api_key_index(org)).list()? {
+        if let Some(mut key) = get_json::<ApiKey>(env.kv, &api_key_key(org, &key_id))? {
+            key.digest.clear();
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+pub fn revoke_key(env: &Env, org: &OrgId, key_id: &str) -> Result<(), ApiError> {
+    let key = api_key_key(org, key_id);
+    if !key_id.bytes().all(|b| b.is_ascii_hexdigit()) || env.kv.get(&key)?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "API key {key_id} does not exist in {org}"
+        )));
+    }
+    env.kv.delete(&key)?;
+    IdIndex::new(env.kv, &api_key_index(org)).remove(key_id)
+}
+
+fn is_admin(env: &Env, token: &str) -> Result<bool, ApiError> {
+    Ok(match env.var(vars::ADMIN_TOKEN)? {
+        // Digests first: equal lengths, so the compare leaks nothing about the token.
+        Some(admin) => constant_time_eq(&sha256(admin.as_bytes()), &sha256(token.as_bytes())),
+        None => false,
+    })
+}
+
+/// Who sent `req`: the admin or an organization's key. 401 when neither.
+pub fn authenticate(env: &Env, req: &Request) -> Result<Principal, ApiError> {
+    let token = req.bearer_token().ok_or_else(|| {
+        ApiError::Unauthorized("send an API key as Authorization: Bearer <key>".into())
+    })?;
+    if is_admin(env, token)? {
+        return Ok(Principal::Admin);
+    }
+    let invalid = || ApiError::Unauthorized("the API key is not valid".into());
+    let mut parts = token.splitn(4, '_');
+    let (Some(KEY_PREFIX), Some(org), Some(key_id), Some(_secret)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    let org = OrgId::parse(org).map_err(|_| invalid())?;
+    if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    let record: ApiKey = get_json(env.kv, &api_key_key(&org, key_id))?.ok_or_else(invalid)?;
+    if !constant_time_eq(
+        record.digest.as_bytes(),
+        sha256_hex(token.as_bytes()).as_bytes(),
+    ) {
+        return Err(invalid());
+    }
+    Ok(Principal::OrgKey {
+        org,
+        key_id: key_id.to_string(),
+    })
+}
+
+/// The admin only (creating organizations, rotating the vault); 403 for org keys.
+pub fn require_admin(env: &Env, req: &Request) -> Result<(), ApiError> {
+    match authenticate(env, req)? {
+        Principal::Admin => Ok(()),
+        Principal::OrgKey { .. } => Err(ApiError::Forbidden(
+            "this call needs the admin token, not an organization's key".into(),
+        )),
+    }
+}
+
+/// The check every `/v1/orgs/{org}/...` route runs before anything else: the caller is
+/// the admin or holds a key of exactly this organization, and the organization exists.
+pub fn authorize_org(env: &Env, req: &Request, org: &str) -> Result<OrgId, ApiError> {
+    let principal = authenticate(env, req)?;
+    let org = OrgId::parse(org)?;
+    if let Principal::OrgKey { org: own, .. } = &principal {
+        if *own != org {
+            return Err(ApiError::Forbidden(
+                "this API key belongs to another organization".into(),
+            ));
+        }
+    }
+    get_org(env, &org)?;
+    Ok(org)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testing::TestEnv;
+
+    pub fn org_with_key(t: &TestEnv, id: &str) -> String {
+        let env = t.env();
+        create_org(
+            &env,
+            NewOrg {
+                id: id.into(),
+                name: None,
+                allowed_return_urls: vec!["https://app.example.com/settings".into()],
+            },
+        )
+        .unwrap();
+        create_key(&env, &OrgId::parse(id).unwrap(), NewKey::default())
+            .unwrap()
+            .key
+    }
+
+    fn req(key: &str) -> Request {
+        Request::new("GET", "/").with_header("authorization", &format!("Bearer {key}"))
+    }
+
+    #[test]
+    fn keys_are_stored_only_as_digests() {
+        let t = TestEnv::new();
+        let key = org_with_key(&t, "acme");
+        for (k, v) in t.kv.dump() {
+            let text = String::from_utf8_lossy(&v);
+            assert!(!text.contains(&key), "{k} holds the key");
+            assert!(
+                !text.contains(key.rsplit('_').next().unwrap()),
+                "{k} holds the secret"
+            );
+        }
+        let listed = list_keys(&t.env(), &OrgId::parse("acme").unwrap()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(key.starts_with(&listed[0].prefix));
+        assert!(
+            serde_json::to_string(&listed)
+                .unwrap()
+                .find("digest")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_key_opens_only_its_own_organization() {
+        let t = TestEnv::new();
+        let a = org_with_key(&t, "org-a");
+        let b = org_with_key(&t, "org-b");
+        let env = t.env();
+        assert_eq!(
+            authorize_org(&env, &req(&a), "org-a").unwrap().as_str(),
+            "org-a"
+        );
+        assert_eq!(
+            authorize_org(&env, &req(&a), "org-b").unwrap_err().status(),
+            403
+        );
+        assert_eq!(
+            authorize_org(&env, &req(&b), "org-a").unwrap_err().status(),
+            403
+        );
+        // A key whose org part was edited to B's: the digest no longer matches.
+        let forged = a.replacen("org-a", "org-b", 1);
+        assert_eq!(
+            authorize_org(&env, &req(&forged), "org-b")
+                .unwrap_err()
+                .status(),
+            401
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_401_and_unknown_orgs_404_only_after_authentication() {
+        let t = TestEnv::new();
+        let a = org_with_key(&t, "org-a");
+        let env = t.env();
+        for bad in [
+            "",
+            "nope",
+            "tte_org-a_zz_x",
+            &format!("{a}x"),
+            "tte_../x_0123456789abcdef_s",
+        ] {
+            let e = authorize_org(&env, &req(bad), "org-a").unwrap_err();
+            assert_eq!(e.status(), 401, "{bad:?}");
+        }
+        assert_eq!(
+            authorize_org(&env, &Request::new("GET", "/"), "org-a")
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            authorize_org(&env, &req("nope"), "missing")
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            authorize_org(&env, &req(TestEnv::ADMIN), "missing")
+                .unwrap_err()
+                .status(),
+            404
+        );
+    }
+
+    #[test]
+    fn revoked_keys_stop_working() {
+        let t = TestEnv::new();
+        let a = org_with_key(&t, "org-a");
+        let env = t.env();
+        let org = OrgId::parse("org-a").unwrap();
+        let key_id = list_keys(&env, &org).unwrap()[0].key_id.clone();
+        revoke_key(&env, &org, &key_id).unwrap();
+        assert_eq!(
+            authorize_org(&env, &req(&a), "org-a").unwrap_err().status(),
+            401
+        );
+        assert_eq!(revoke_key(&env, &org, &key_id).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn only_the_admin_may_create_organizations() {
+        let t = TestEnv::new();
+        let a = org_with_key(&t, "org-a");
+        let env = t.env();
+        assert!(require_admin(&env, &req(TestEnv::ADMIN)).is_ok());
+        assert_eq!(require_admin(&env, &req(&a)).unwrap_err().status(), 403);
+        assert_eq!(require_admin(&env, &req("x")).unwrap_err().status(), 401);
+        let e = create_org(
+            &env,
+            NewOrg {
+                id: "org-a".into(),
+                name: None,
+                allowed_return_urls: vec![],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 409);
+    }
+
+    #[test]
+    fn return_urls_must_match_an_allowed_prefix() {
+        let org = Org {
+            id: "a".into(),
+            name: "a".into(),
+            created_at: 0,
+            allowed_return_urls: vec!["https://app.example.com/settings".into()],
+        };
+        for ok in [
+            "https://app.example.com/settings",
+            "https://app.example.com/settings/tiktok?x=1",
+        ] {
+            assert!(allowed_return_url(&org, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://app.example.com/settingsx",
+            "https://app.example.com.evil.com/settings",
+            "https://app.example.com@evil.com/settings",
+            "https://evil.com/?https://app.example.com/settings",
+            "http://app.example.com/settings",
+            "https://app.example.com:444/settings",
+            "//evil.com/settings",
+            "javascript:alert(1)",
+            "/settings",
+        ] {
+            assert_eq!(
+                allowed_return_url(&org, bad).unwrap_err().status(),
+                400,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_lists_refuse_unsafe_entries() {
+        for bad in [
+            "http://example.com/",
+            "ftp://x/",
+            "https://u:p@x.com/",
+            "https://x.com/#f",
+            "x",
+        ] {
+            assert!(check_return_urls(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        assert!(check_return_urls(&["http://localhost:8080/cb".to_string()]).is_ok());
+    }
+}
