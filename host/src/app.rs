@@ -70,6 +70,7 @@ pub struct App {
     permits: Arc<Semaphore>,
     next_request: AtomicU64,
     request_prefix: u32,
+    variables: AppVariables,
     _ticker: EpochTicker,
 }
 
@@ -203,8 +204,15 @@ impl App {
             limits,
             next_request: AtomicU64::new(1),
             request_prefix: fastrand::u32(..),
+            variables,
             _ticker: EpochTicker::start(&engine),
         })
+    }
+
+    /// Renders a `{{ variable }}` template with the app's variables (secrets included:
+    /// for values the host sends on the app's behalf, never for logs).
+    pub fn render(&self, template: &str) -> Option<String> {
+        self.variables.render(template)
     }
 
     pub fn limits(&self) -> &Limits {

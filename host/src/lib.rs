@@ -11,17 +11,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin_client;
 pub mod app;
 pub mod bindings;
 pub mod component;
 pub mod engine;
 pub mod error;
 pub mod kv;
+pub mod local_secrets;
 pub mod manifest;
 pub mod outbound;
 pub mod routes;
 pub mod runtime_config;
 pub mod sandbox;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod variables;

@@ -2,9 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tiktok_edge::admin_client::AdminClient;
+use tiktok_edge::local_secrets;
 use tiktok_edge::runtime_config::RuntimeConfig;
 use tiktok_edge::sandbox::{self, Mode};
 use tiktok_edge::variables::env_name;
@@ -34,9 +37,112 @@ enum Command {
         /// Where key-value data and compiled components are kept.
         #[arg(long, default_value = ".tiktok-edge", env = "TIKTOK_EDGE_DATA_DIR")]
         data_dir: PathBuf,
-        /// Host settings: limits and instance reuse (TOML).
+        /// Host settings: limits, instance reuse, schedules (TOML). Default:
+        /// runtime-config.toml next to the manifest, when there is one.
         #[arg(long)]
         runtime_config: Option<PathBuf>,
+    },
+    /// Organizations (tenants), through the admin API of a running app.
+    Orgs {
+        #[command(subcommand)]
+        command: OrgsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// An organization's API keys, through the admin API.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// An organization's TikTok connections (never their tokens), through the admin API.
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Re-encrypts every stored token under the first key of token_encryption_keys.
+    RotateTokenKeys {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the app runs and the admin token to use.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The running app.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:3000",
+        env = "TIKTOK_EDGE_URL"
+    )]
+    url: String,
+    /// The admin token; default: SPIN_VARIABLE_ADMIN_TOKEN, else the one `up` generated in --data-dir.
+    #[arg(
+        long,
+        global = true,
+        env = "TIKTOK_EDGE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// The data dir of the app (to find a generated admin token).
+    #[arg(
+        long,
+        global = true,
+        default_value = ".tiktok-edge",
+        env = "TIKTOK_EDGE_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum OrgsCommand {
+    /// Creates an organization.
+    Create {
+        /// 1-64 lowercase letters, digits or '-'.
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A URL prefix the OAuth flow may return the browser to (repeatable).
+        #[arg(long = "return-url")]
+        return_urls: Vec<String>,
+    },
+    /// Lists organizations.
+    List,
+    /// Shows one organization.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issues an API key; the key is printed once and stored only as a digest.
+    Create {
+        org: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists an organization's keys (prefixes only).
+    List { org: String },
+    /// Revokes a key.
+    Revoke { org: String, key_id: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// Lists an organization's connections.
+    List { org: String },
+    /// Starts an advertiser authorization; prints the URL to open.
+    Start {
+        org: String,
+        #[arg(long)]
+        return_url: Option<String>,
+        /// Authorize a TikTok account (Spark Ads) instead of an advertiser.
+        #[arg(long)]
+        creator: bool,
     },
 }
 
@@ -60,7 +166,91 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             runtime_config,
         } => runtime.block_on(up(manifest, listen, data_dir, runtime_config)),
+        Command::Orgs { command, admin } => {
+            let (method, path, body) = match command {
+                OrgsCommand::Create {
+                    id,
+                    name,
+                    return_urls,
+                } => (
+                    "POST",
+                    "/v1/orgs".to_string(),
+                    Some(json!({"id": id, "name": name, "allowed_return_urls": return_urls})),
+                ),
+                OrgsCommand::List => ("GET", "/v1/orgs".to_string(), None),
+                OrgsCommand::Show { id } => ("GET", format!("/v1/orgs/{id}"), None),
+            };
+            runtime.block_on(admin_call(&admin, method, &path, body))
+        }
+        Command::Keys { command, admin } => {
+            let (method, path, body) = match command {
+                KeysCommand::Create { org, name } => (
+                    "POST",
+                    format!("/v1/orgs/{org}/keys"),
+                    Some(json!({"name": name})),
+                ),
+                KeysCommand::List { org } => ("GET", format!("/v1/orgs/{org}/keys"), None),
+                KeysCommand::Revoke { org, key_id } => {
+                    ("DELETE", format!("/v1/orgs/{org}/keys/{key_id}"), None)
+                }
+            };
+            runtime.block_on(admin_call(&admin, method, &path, body))
+        }
+        Command::Connections { command, admin } => {
+            let (method, path, body) = match command {
+                ConnectionsCommand::List { org } => {
+                    ("GET", format!("/v1/orgs/{org}/connections"), None)
+                }
+                ConnectionsCommand::Start {
+                    org,
+                    return_url,
+                    creator,
+                } => (
+                    "POST",
+                    format!("/v1/orgs/{org}/connections/start"),
+                    Some(json!({
+                        "return_url": return_url,
+                        "kind": if creator { "creator" } else { "advertiser" },
+                    })),
+                ),
+            };
+            runtime.block_on(admin_call(&admin, method, &path, body))
+        }
+        Command::RotateTokenKeys { admin } => runtime.block_on(admin_call(
+            &admin,
+            "POST",
+            "/v1/admin/token-keys/rotate",
+            None,
+        )),
     }
+}
+
+/// Makes one admin API call and prints the JSON answer.
+async fn admin_call(
+    admin: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    let token = match &admin.admin_token {
+        Some(t) => t.clone(),
+        None => match std::env::var(env_name(local_secrets::ADMIN_TOKEN)) {
+            Ok(t) if !t.is_empty() => t,
+            _ => local_secrets::admin_token(&admin.data_dir)?.with_context(|| {
+                format!(
+                    "no admin token: pass --admin-token, set TIKTOK_EDGE_ADMIN_TOKEN, or run from where `tiktok-edge up` keeps {}",
+                    admin.data_dir.join(local_secrets::FILE_NAME).display()
+                )
+            })?,
+        },
+    };
+    let answer = AdminClient::new(&admin.url, &token)
+        .call(method, path, body)
+        .await?;
+    if !answer.is_null() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    Ok(())
 }
 
 async fn up(
@@ -69,10 +259,18 @@ async fn up(
     data_dir: PathBuf,
     runtime_config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let default_config = manifest
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("runtime-config.toml");
+    let runtime_config =
+        runtime_config.or_else(|| default_config.is_file().then_some(default_config));
     let mut options = AppOptions::new(manifest, data_dir);
-    if let Some(file) = runtime_config {
-        options.runtime_config = RuntimeConfig::load(&file)?;
+    if let Some(file) = &runtime_config {
+        options.runtime_config = RuntimeConfig::load(file)?;
     }
+    let schedules = options.runtime_config.schedule.clone();
+    let generated = local_secrets::apply(&mut options).context("preparing local secrets")?;
     let started = std::time::Instant::now();
     let mode = sandbox::prepare(&mut options)
         .await
@@ -102,12 +300,30 @@ async fn up(
         Mode::CustomApi(url) => println!("No TikTok app credentials set; TikTok calls go to {url}"),
         Mode::Live => {}
     }
+    if let Some(file) = &generated {
+        println!(
+            "Admin token and token encryption key: generated in {} (set {} and {} to use your own)",
+            file.display(),
+            env_name(local_secrets::ADMIN_TOKEN),
+            env_name(local_secrets::TOKEN_KEYS)
+        );
+    }
+    if let Some(file) = &runtime_config {
+        println!(
+            "Runtime config {}: {} schedule(s)",
+            file.display(),
+            schedules.len()
+        );
+    }
     println!("Available routes:");
     for (route, component, kind) in app.routes() {
         println!("  {component}: http://{addr}{route} ({kind:?})");
     }
     println!("Ready; Ctrl-C stops (requests in flight finish first).");
-    tiktok_edge::server::serve(Arc::new(app), listener, shutdown_signal()).await?;
+    let app = Arc::new(app);
+    let scheduled = tiktok_edge::scheduler::start(app.clone(), &schedules);
+    tiktok_edge::server::serve(app, listener, shutdown_signal()).await?;
+    scheduled.iter().for_each(|task| task.abort());
     drop(mode);
     Ok(())
 }

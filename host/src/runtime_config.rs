@@ -12,8 +12,15 @@
 //! [component.pixel-collector]
 //! max_instance_reuse = 128        # requests one instance serves before it is replaced
 //! max_concurrent_reuse = 16       # concurrent requests per instance (wasi:http 0.3 only)
+//!
+//! [[schedule]]                    # routes called on a timer (see `scheduler`)
+//! name = "refresh-creator-tokens"
+//! path = "/v1/admin/tasks/refresh-creator-tokens"
+//! every_secs = 900
+//! headers = { authorization = "Bearer {{ admin_token }}" }
 //! ```
 
+use crate::scheduler::Schedule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +33,9 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub component: BTreeMap<String, ComponentSettings>,
+    /// Routes the host calls on a timer (see [`crate::scheduler`]).
+    #[serde(default)]
+    pub schedule: Vec<Schedule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +140,9 @@ impl RuntimeConfig {
                 )));
             }
         }
+        if let Some(problem) = config.schedule.iter().find_map(Schedule::problem) {
+            return Err(invalid(problem));
+        }
         Ok(config)
     }
 
@@ -158,6 +171,33 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_request_body_bytes, 10);
         assert_eq!(c.component("a").max_concurrent_reuse, 16);
+    }
+
+    #[test]
+    fn reads_schedules_and_refuses_bad_ones() {
+        let c = RuntimeConfig::parse(
+            "rc.toml",
+            "[[schedule]]\nname = \"r\"\npath = \"/t\"\nevery_secs = 5\nheaders = { authorization = \"Bearer {{ admin_token }}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.schedule[0].method.as_str(), c.schedule[0].every_secs),
+            ("POST", 5)
+        );
+        let e = RuntimeConfig::parse(
+            "rc.toml",
+            "[[schedule]]\nname = \"r\"\npath = \"t\"\nevery_secs = 5\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("schedule r: path"), "{e}");
+        let e = RuntimeConfig::parse(
+            "rc.toml",
+            "[[schedule]]\nname = \"r\"\npath = \"/t\"\nevery_secs = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("every_secs"), "{e}");
     }
 
     #[test]

@@ -259,6 +259,9 @@ impl Mock {
             (&M::POST, "/tt_user/oauth2/refresh_token/") => {
                 return self.call(|s| oauth::creator_refresh(s, params));
             }
+            (&M::POST, "/tt_user/oauth2/revoke/") => {
+                return self.call(|s| oauth::creator_revoke(s, params));
+            }
             _ => {}
         }
         let token = match self.with_state(|s| oauth::authenticate(s, token)) {

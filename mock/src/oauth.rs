@@ -214,6 +214,26 @@ pub fn creator_refresh(s: &mut State, p: &Params) -> Result<Reply, Reply> {
     Ok(issue_creator_token(s, grant.open_id))
 }
 
+/// `POST /tt_user/oauth2/revoke/` with `{client_id, client_secret, access_token}`: ends
+/// the creator's grant (its refresh token stops working too).
+pub fn creator_revoke(s: &mut State, p: &Params) -> Result<Reply, Reply> {
+    check_app(
+        s,
+        &p.required_str("client_id")?,
+        &p.required_str("client_secret")?,
+    )?;
+    let access = p.required_str("access_token")?;
+    let before = s.creator_tokens.len();
+    s.creator_tokens.retain(|_, t| t.access_token != access);
+    if s.creator_tokens.len() == before {
+        return Err(Reply::error(
+            40105,
+            "Access token is incorrect or has been revoked.",
+        ));
+    }
+    Ok(Reply::ok(json!({})))
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)

@@ -277,9 +277,8 @@ async fn revoked_tokens_stop_working() {
     assert_eq!(v["code"], 40105);
 }
 
-#[tokio::test]
-async fn creator_tokens_last_a_day_and_refresh() {
-    let m = mock().await;
+/// A creator's authorization code from the mock's consent page.
+async fn creator_code(m: &MockServer) -> String {
     let r = client()
         .get(format!("{}/portal/creator/auth", m.url()))
         .query(&[
@@ -292,12 +291,18 @@ async fn creator_tokens_last_a_day_and_refresh() {
         .await
         .unwrap();
     let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let code = location
+    location
         .query_pairs()
         .find(|(k, _)| k == "code")
         .unwrap()
         .1
-        .into_owned();
+        .into_owned()
+}
+
+#[tokio::test]
+async fn creator_tokens_last_a_day_and_refresh() {
+    let m = mock().await;
+    let code = creator_code(&m).await;
     let body = json!({"client_id": APP_ID, "client_secret": SECRET, "grant_type": "authorization_code", "auth_code": code, "redirect_uri": "https://app.example/creator"});
     let v = api_post(&m, "/open_api/v1.3/tt_user/oauth2/token/", body).await;
     assert_eq!(v["code"], 0);
@@ -319,6 +324,31 @@ async fn creator_tokens_last_a_day_and_refresh() {
         "a refresh token is single use"
     );
     let newer = v2["data"]["refresh_token"].as_str().unwrap();
+    let revoke = json!({"client_id": APP_ID, "client_secret": SECRET, "access_token": v2["data"]["access_token"]});
+    assert_eq!(
+        api_post(&m, "/open_api/v1.3/tt_user/oauth2/revoke/", revoke.clone()).await["code"],
+        0
+    );
+    assert_eq!(
+        api_post(&m, "/open_api/v1.3/tt_user/oauth2/revoke/", revoke).await["code"],
+        40105,
+        "a revoked creator token is gone"
+    );
+    let body = json!({"client_id": APP_ID, "client_secret": SECRET, "grant_type": "refresh_token", "refresh_token": newer});
+    assert_eq!(
+        api_post(&m, "/open_api/v1.3/tt_user/oauth2/refresh_token/", body).await["code"],
+        40107,
+        "revoking ends the refresh token too"
+    );
+}
+
+#[tokio::test]
+async fn creator_refresh_tokens_expire_after_a_year() {
+    let m = mock().await;
+    let code = creator_code(&m).await;
+    let body = json!({"client_id": APP_ID, "client_secret": SECRET, "grant_type": "authorization_code", "auth_code": code});
+    let v = api_post(&m, "/open_api/v1.3/tt_user/oauth2/token/", body).await;
+    let newer = v["data"]["refresh_token"].as_str().unwrap();
     client()
         .post(format!("{}/_mock/clock", m.url()))
         .json(&json!({"advance_seconds": 366 * 24 * 3600}))

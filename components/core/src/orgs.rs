@@ -358,6 +358,20 @@ pub fn authorize_org(env: &Env, req: &Request, org: &str) -> Result<OrgId, ApiEr
     Ok(org)
 }
 
+/// The org named by a `/v1/orgs/{org}/...` path, if the path is one.
+pub fn org_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/orgs/")?;
+    rest.split('/').next().filter(|org| !org.is_empty())
+}
+
+/// Runs [`authorize_org`] when `req` is under `/v1/orgs/{org}/`; other paths pass.
+/// Components call it before routing so every org route has the same check.
+pub fn guard(env: &Env, req: &Request) -> Result<Option<OrgId>, ApiError> {
+    org_in_path(&req.path)
+        .map(|org| authorize_org(env, req, org))
+        .transpose()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -467,6 +481,26 @@ pub(crate) mod tests {
                 .status(),
             404
         );
+    }
+
+    #[test]
+    fn guard_checks_only_org_paths() {
+        let t = TestEnv::new();
+        let a = org_with_key(&t, "org-a");
+        let env = t.env();
+        let on = |path: &str, key: &str| {
+            guard(
+                &env,
+                &Request::new("GET", path).with_header("authorization", &format!("Bearer {key}")),
+            )
+        };
+        assert_eq!(
+            on("/v1/orgs/org-a/pixels", &a).unwrap().unwrap().as_str(),
+            "org-a"
+        );
+        assert_eq!(on("/v1/orgs/org-b/pixels", &a).unwrap_err().status(), 403);
+        assert_eq!(on("/pixel/events", "").unwrap(), None);
+        assert_eq!(org_in_path("/v1/orgs/"), None);
     }
 
     #[test]

@@ -43,3 +43,50 @@ impl Store {
         atomics::increment(&self.bucket, key, delta).map_err(storage)
     }
 }
+
+impl Store {
+    /// Writes `new` only if the value is still `expected` (`None` = absent).
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, ApiError> {
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(storage)?;
+        if cas.current().map_err(storage)?.as_deref() != expected {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(storage(e)),
+        }
+    }
+}
+
+impl tiktok_edge_core::kv::KeyValue for Store {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Store::get(self, key)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        Store::set(self, key, value)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), ApiError> {
+        Store::delete(self, key)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+        Store::increment(self, key, delta)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, ApiError> {
+        Store::compare_and_swap(self, key, expected, new)
+    }
+}

@@ -12,9 +12,11 @@ wit_bindgen::generate!({
 });
 
 pub mod config;
+pub mod env;
 pub mod http;
 pub mod info;
 pub mod kv;
+pub mod transport;
 
 pub use tiktok_edge_core::ApiError;
 

@@ -1,9 +1,14 @@
-//! The `oauth-callback` component: bindings and routing only; logic lives in `tiktok-edge-core`.
+//! The `oauth-callback` component: bindings and routing only; logic lives in
+//! `tiktok-edge-core` (`oauth_api`, `oauth`, `connections`, `orgs`).
 
 tiktok_edge_guest::component_bindings!("tiktok:edge/oauth-callback");
 
-use exports::tiktok::edge::oauth::Guest as Capability;
+use exports::tiktok::edge::oauth::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
+use tiktok_edge_core::connections::{self, Connection, Status};
+use tiktok_edge_core::oauth_state::Kind;
+use tiktok_edge_core::{OrgId, oauth, oauth_api};
+use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
 use tiktok_edge_guest::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -14,9 +19,64 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Component;
 
+fn to_wit(c: Connection) -> wit::Connection {
+    wit::Connection {
+        id: c.id,
+        kind: match c.kind {
+            Kind::Advertiser => wit::ConnectionKind::Advertiser,
+            Kind::Creator => wit::ConnectionKind::Creator,
+        },
+        status: match c.status {
+            Status::Active => wit::ConnectionStatus::Active,
+            Status::ReauthorizationRequired => wit::ConnectionStatus::ReauthorizationRequired,
+            Status::Revoked => wit::ConnectionStatus::Revoked,
+        },
+        advertisers: c
+            .advertisers
+            .into_iter()
+            .map(|a| wit::Advertiser {
+                advertiser_id: a.advertiser_id,
+                name: a.name,
+                currency: a.currency,
+                timezone: a.timezone,
+            })
+            .collect(),
+        open_id: c.open_id,
+        scopes: c.scopes,
+        created_at: c.created_at,
+        access_expires_at: c.access_expires_at,
+        last_error: c.last_error,
+    }
+}
+
 impl Capability for Component {
     fn info() -> Result<ComponentInfo, Error> {
         info::component_info(NAME, VERSION).map_err(Error::from)
+    }
+
+    fn list_connections(org: String) -> Result<Vec<wit::Connection>, Error> {
+        let org = OrgId::parse(&org)?;
+        with_env(|env| connections::list(env, &org))
+            .map(|list| list.into_iter().map(to_wit).collect())
+            .map_err(Error::from)
+    }
+
+    fn check_connection(org: String, id: String) -> Result<wit::Connection, Error> {
+        let org = OrgId::parse(&org)?;
+        with_env(|env| connections::check(env, &org, &id))
+            .map(|r| to_wit(r.connection))
+            .map_err(Error::from)
+    }
+
+    fn refresh_creator_tokens(within_seconds: u32) -> Result<wit::RefreshReport, Error> {
+        let report = with_env(|env| oauth::refresh_creator_tokens(env, within_seconds.into()))?;
+        let n = |v: usize| v.min(u32::MAX as usize) as u32;
+        Ok(wit::RefreshReport {
+            checked: n(report.checked),
+            refreshed: n(report.refreshed),
+            reauthorization_required: n(report.reauthorization_required),
+            failed: n(report.failed),
+        })
     }
 }
 
@@ -33,7 +93,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/oauth-callback") => Ok(Response::method_not_allowed("GET")),
-        (_, path) => Err(ApiError::NotFound(format!("no route for {path} in {NAME}"))),
+        _ => with_env(|env| oauth_api::handle(env, req)),
     }
 }
 

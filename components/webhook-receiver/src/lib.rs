@@ -4,6 +4,8 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/webhook-receiver");
 
 use exports::tiktok::edge::webhooks::Guest as Capability;
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
+use tiktok_edge_core::orgs;
+use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
 use tiktok_edge_guest::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -33,7 +35,12 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/webhook-receiver") => Ok(Response::method_not_allowed("GET")),
-        (_, path) => Err(ApiError::NotFound(format!("no route for {path} in {NAME}"))),
+        // Every organization route checks the caller's key first, even before this
+        // component serves anything under it.
+        (_, path) => with_env(|env| {
+            orgs::guard(env, req)?;
+            Err(ApiError::NotFound(format!("no route for {path} in {NAME}")))
+        }),
     }
 }
 
