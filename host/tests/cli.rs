@@ -167,6 +167,47 @@ fn up_without_credentials_runs_in_sandbox_mode_against_the_built_in_mock() {
         "the mock answers as TikTok does: {api}"
     );
 
+    // The admin commands go through the API, with the admin token `up` generated.
+    assert!(
+        listing
+            .iter()
+            .any(|l| l.starts_with("Admin token and token encryption key: generated in")),
+        "{listing:?}"
+    );
+    let admin = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--url", &format!("http://{addr}"), "--data-dir"])
+            .arg(data.path())
+            .env_remove("TIKTOK_EDGE_ADMIN_TOKEN")
+            .env_remove("SPIN_VARIABLE_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, out, err) = admin(&[
+        "orgs",
+        "create",
+        "acme",
+        "--return-url",
+        "https://app.example.com/done",
+    ]);
+    assert!(ok && out.contains("\"id\": \"acme\""), "{out}{err}");
+    let (ok, out, err) = admin(&["keys", "create", "acme", "--name", "ci"]);
+    assert!(ok && out.contains("\"key\": \"tte_acme_"), "{out}{err}");
+    let (ok, out, _) = admin(&["keys", "list", "acme"]);
+    assert!(
+        ok && out.contains("\"prefix\": \"tte_acme_") && !out.contains("\"key\""),
+        "{out}"
+    );
+    let (ok, _, err) = admin(&["orgs", "create", "Not Valid"]);
+    assert!(
+        !ok && err.contains("400") && err.contains("field id"),
+        "{err}"
+    );
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
