@@ -8,8 +8,8 @@
 //! - `tokens/{id}`: the sealed tokens (see [`crate::vault`]);
 //! - `advertisers/{advertiser_id}`: which connection acts for that advertiser.
 //!
-//! A connection record is written last, so a failure part way leaves no connection that
-//! looks usable; readers that find no record ignore the other keys.
+//! A failure while storing a connection undoes what was written (see [`store`]); readers
+//! that find an advertiser mapping without its record treat the advertiser as not connected.
 
 use crate::ApiError;
 use crate::crypto::random_bytes;
@@ -121,8 +121,10 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Stores a new connection: tokens, advertiser mappings, then the record. On a failure
-/// part way, what was written is removed again.
+/// Stores a new connection: sealed tokens, the record, then the advertiser mappings
+/// (which make it the connection that acts for those advertisers). On a failure part way,
+/// what was written is removed and earlier mappings are put back, so a failed
+/// re-authorization never breaks the connection that worked before.
 pub fn store(
     env: &Env,
     org: &OrgId,
@@ -130,22 +132,32 @@ pub fn store(
     tokens: &Tokens,
 ) -> Result<(), ApiError> {
     let keyring = env.keyring()?;
-    let write = || -> Result<(), ApiError> {
+    let mut replaced: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let mut write = || -> Result<(), ApiError> {
         let sealed = serde_json::to_vec(tokens).expect("tokens serialize");
         vault::put_secret(env.kv, &keyring, &token_key(org, &connection.id), &sealed)?;
-        for a in &connection.advertisers {
-            env.kv.set(
-                &advertiser_key(org, &a.advertiser_id),
-                connection.id.as_bytes(),
-            )?;
-        }
+        set_json(env.kv, &record_key(org, &connection.id), connection)?;
         IdIndex::new(env.kv, index_key(org)).insert(&connection.id)?;
-        set_json(env.kv, &record_key(org, &connection.id), connection)
+        for a in &connection.advertisers {
+            let key = advertiser_key(org, &a.advertiser_id);
+            replaced.push((key.clone(), env.kv.get(&key)?));
+            env.kv.set(&key, connection.id.as_bytes())?;
+        }
+        Ok(())
     };
-    write().inspect_err(|_| {
-        let _ = vault::delete_secret(env.kv, &token_key(org, &connection.id));
+    let result = write();
+    if result.is_err() {
+        for (key, previous) in replaced.into_iter().rev() {
+            let _ = match previous {
+                Some(value) => env.kv.set(&key, &value),
+                None => env.kv.delete(&key),
+            };
+        }
+        let _ = env.kv.delete(&record_key(org, &connection.id));
         let _ = IdIndex::new(env.kv, index_key(org)).remove(&connection.id);
-    })
+        let _ = vault::delete_secret(env.kv, &token_key(org, &connection.id));
+    }
+    result
 }
 
 pub fn get(env: &Env, org: &OrgId, id: &str) -> Result<Connection, ApiError> {
@@ -450,4 +462,108 @@ pub fn creator_access_token(
     }
     let token = tokens(env, org, id)?.access_token;
     Ok((c, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KeyValue, MemoryKv};
+    use crate::testing::TestEnv;
+
+    /// Memory that refuses writes to keys containing `fail_on`.
+    struct Flaky {
+        inner: MemoryKv,
+        fail_on: std::cell::RefCell<Option<String>>,
+    }
+
+    impl KeyValue for Flaky {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+            match &*self.fail_on.borrow() {
+                Some(p) if key.contains(p.as_str()) => Err(ApiError::Storage("disk full".into())),
+                _ => self.inner.set(key, value),
+            }
+        }
+        fn delete(&self, key: &str) -> Result<(), ApiError> {
+            self.inner.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+            self.inner.increment(key, delta)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, ApiError> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+    }
+
+    fn connection(id: &str, advertisers: &[&str]) -> Connection {
+        Connection {
+            id: id.into(),
+            org: "acme".into(),
+            kind: Kind::Advertiser,
+            status: Status::Active,
+            advertisers: advertisers
+                .iter()
+                .map(|a| Advertiser {
+                    advertiser_id: a.to_string(),
+                    name: a.to_string(),
+                    currency: None,
+                    timezone: None,
+                })
+                .collect(),
+            open_id: None,
+            scopes: vec![],
+            created_at: 0,
+            updated_at: 0,
+            access_expires_at: None,
+            refresh_expires_at: None,
+            last_checked_at: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_reauthorization_keeps_the_connection_that_worked() {
+        let t = TestEnv::new();
+        let kv = Flaky {
+            inner: MemoryKv::new(),
+            fail_on: Default::default(),
+        };
+        let env = Env { kv: &kv, ..t.env() };
+        let org = OrgId::parse("acme").unwrap();
+        let token = |t: &str| Tokens {
+            access_token: t.into(),
+            refresh_token: None,
+        };
+        store(
+            &env,
+            &org,
+            &connection("c_0000000000000001", &["111"]),
+            &token("one"),
+        )
+        .unwrap();
+        *kv.fail_on.borrow_mut() = Some("advertisers/222".into());
+        let e = store(
+            &env,
+            &org,
+            &connection("c_0000000000000002", &["111", "222"]),
+            &token("two"),
+        );
+        assert_eq!(e.unwrap_err().status(), 503);
+        let access = AdvertiserAccess::load(&env, &org, "111").unwrap();
+        assert_eq!(access.connection_id, "c_0000000000000001");
+        assert_eq!(list(&env, &org).unwrap().len(), 1);
+        assert!(
+            kv.inner
+                .dump()
+                .iter()
+                .all(|(k, _)| !k.ends_with("c_0000000000000002"))
+        );
+    }
 }

@@ -329,6 +329,28 @@ mod tests {
     }
 
     #[test]
+    fn the_browser_start_link_redirects_to_tiktok_until_the_state_expires() {
+        let t = TestEnv::new();
+        let key = org_with_key(&t, "acme");
+        let r = call(&t, "POST", "/v1/orgs/acme/connections/start", &key, RETURN);
+        let v = json_of(&r);
+        let start_url = v["start_url"].as_str().unwrap();
+        let path = start_url.strip_prefix("https://edge.example.com").unwrap();
+        let r = handle(&t.env(), &Request::new("GET", path)).unwrap();
+        assert_eq!(r.status, 302);
+        assert_eq!(location(&r), v["authorization_url"].as_str().unwrap());
+        t.now.set(t.now.get() + 601);
+        let r = handle(&t.env(), &Request::new("GET", path)).unwrap();
+        assert_eq!((r.status, r.header("location")), (400, None));
+        let r = handle(
+            &t.env(),
+            &Request::new("GET", "/oauth/start?state=forged.x"),
+        )
+        .unwrap();
+        assert_eq!(r.status, 400);
+    }
+
+    #[test]
     fn api_clients_get_json_from_the_callback() {
         let t = TestEnv::new();
         let key = org_with_key(&t, "acme");
