@@ -15,6 +15,7 @@ pub mod oauth_api;
 pub mod oauth_state;
 pub mod org;
 pub mod orgs;
+pub mod pii;
 pub mod tiktok;
 pub mod vault;
 
