@@ -8,6 +8,7 @@ pub mod connections;
 pub mod crypto;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod kv;
 pub mod oauth;

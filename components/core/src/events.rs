@@ -1,0 +1,535 @@
+//! One website event, checked and turned into what TikTok's Events API 2.0 takes
+//! (tiktok-api.md §3.1): validated field by field, enriched with the client's IP and
+//! user agent and the `ttclid` of the page URL, its personal data hashed ([`crate::pii`]).
+//!
+//! Rejections name the field (`user.email`, `properties.contents[2].price`) so a caller can
+//! fix its tag; one bad event never rejects its neighbours in a batch.
+
+use crate::pii::{self, PiiError};
+use serde_json::{Map, Value, json};
+
+/// TikTok's standard web events (§3.5); any other name is a custom event.
+pub const STANDARD_EVENTS: &[&str] = &[
+    "AddPaymentInfo",
+    "AddToCart",
+    "AddToWishlist",
+    "ApplicationApproval",
+    "ClickButton",
+    "CompletePayment",
+    "CompleteRegistration",
+    "Contact",
+    "CustomizeProduct",
+    "Download",
+    "FindLocation",
+    "InitiateCheckout",
+    "Lead",
+    "PageView",
+    "Pageview",
+    "PlaceAnOrder",
+    "Purchase",
+    "Schedule",
+    "Search",
+    "StartTrial",
+    "SubmitApplication",
+    "SubmitForm",
+    "Subscribe",
+    "ViewContent",
+];
+
+/// Currencies TikTok lists for `currency` (ISO 4217).
+pub const CURRENCIES: &[&str] = &[
+    "AED", "ARS", "AUD", "BDT", "BGN", "BHD", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY", "COP",
+    "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF", "IDR", "ILS",
+    "INR", "ISK", "JOD", "JPY", "KES", "KRW", "KWD", "KZT", "LBP", "MAD", "MOP", "MXN", "MYR",
+    "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RUB",
+    "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "UYU", "VES", "VND", "ZAR",
+];
+
+/// Per-pixel rules for incoming events.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// ISO country for phone numbers written without a country code.
+    pub default_country: Option<String>,
+    pub allow_custom_events: bool,
+    /// Oldest accepted `event_time`, in seconds before now.
+    pub max_age_secs: i64,
+    /// How far in the future `event_time` may be (clock skew), in seconds.
+    pub max_future_secs: i64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            default_country: None,
+            allow_custom_events: true,
+            max_age_secs: 7 * 86400,
+            max_future_secs: 300,
+        }
+    }
+}
+
+/// What the edge knows about the request that carried the event.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Seconds since the epoch.
+    pub now: i64,
+}
+
+/// Why an event was refused: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    pub field: String,
+    pub reason: String,
+}
+
+fn reject(field: impl Into<String>, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+const MAX_STRING: usize = 1024;
+const MAX_URL: usize = 2048;
+const MAX_CONTENTS: usize = 200;
+
+fn string(v: &Value, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.chars().count() > max => {
+            Err(reject(field, format!("must be at most {max} characters")))
+        }
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(reject(field, "must be a string")),
+    }
+}
+
+fn number(v: &Value, field: &str) -> Result<Option<f64>, Rejection> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| reject(field, "must be a number of at least 0")),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| {
+                reject(
+                    field,
+                    "must be a number of at least 0 (no currency symbols or commas)",
+                )
+            }),
+        _ => Err(reject(field, "must be a number")),
+    }
+}
+
+/// `user.email` / `phone` / `external_id`: a string or a list of strings, hashed.
+fn hashed(
+    v: &Value,
+    field: &str,
+    hash: impl Fn(&str) -> Result<String, PiiError>,
+) -> Result<Option<Value>, Rejection> {
+    let one = |s: &str, field: &str| hash(s).map_err(|e| reject(field, e.to_string()));
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(Value::String(one(s, field)?))),
+        Value::Array(items) if items.len() > 10 => Err(reject(field, "at most 10 values")),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let Value::String(s) = item else {
+                    return Err(reject(format!("{field}[{i}]"), "must be a string"));
+                };
+                out.push(Value::String(one(s, &format!("{field}[{i}]"))?));
+            }
+            Ok((!out.is_empty()).then_some(Value::Array(out)))
+        }
+        _ => Err(reject(field, "must be a string or a list of strings")),
+    }
+}
+
+/// The `ttclid` query parameter of a page URL.
+pub fn ttclid_from_url(page_url: &str) -> Option<String> {
+    let url = url::Url::parse(page_url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "ttclid")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 512)
+}
+
+fn object<'a>(v: &'a Value, field: &str) -> Result<Option<&'a Map<String, Value>>, Rejection> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(m) => Ok(Some(m)),
+        _ => Err(reject(field, "must be an object")),
+    }
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        map.insert(key.to_string(), v.into());
+    }
+}
+
+/// Checks one event and builds TikTok's `data[]` item. `event_id` must be present (the
+/// caller generates one for events that arrive without it).
+pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejection> {
+    let Value::Object(event) = raw else {
+        return Err(reject("event", "must be a JSON object"));
+    };
+    let null = Value::Null;
+    let get = |k: &str| event.get(k).unwrap_or(&null);
+
+    let name = string(get("event"), "event", 100)?.ok_or_else(|| reject("event", "is required"))?;
+    let standard = STANDARD_EVENTS.contains(&name.as_str());
+    if !standard {
+        if !rules.allow_custom_events {
+            return Err(reject(
+                "event",
+                "is not one of TikTok's standard events and this pixel allows no custom events",
+            ));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ' ')
+        {
+            return Err(reject(
+                "event",
+                "custom event names use letters, digits, '_', '-' and spaces",
+            ));
+        }
+    }
+
+    let event_time = match get("event_time") {
+        Value::Null => ctx.now,
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| reject("event_time", "must be whole seconds since the epoch"))?,
+        _ => {
+            return Err(reject(
+                "event_time",
+                "must be whole seconds since the epoch",
+            ));
+        }
+    };
+    if event_time > 100_000_000_000 {
+        return Err(reject("event_time", "must be seconds, not milliseconds"));
+    }
+    if event_time > ctx.now + rules.max_future_secs {
+        return Err(reject("event_time", "is in the future"));
+    }
+    if event_time < ctx.now - rules.max_age_secs {
+        return Err(reject(
+            "event_time",
+            format!("is older than {} days", rules.max_age_secs / 86400),
+        ));
+    }
+
+    let event_id = string(get("event_id"), "event_id", 256)?
+        .ok_or_else(|| reject("event_id", "is required"))?;
+
+    // user
+    let mut user = Map::new();
+    if let Some(u) = object(get("user"), "user")? {
+        let f = |k: &str| u.get(k).unwrap_or(&null);
+        let country = rules.default_country.as_deref();
+        put(
+            &mut user,
+            "email",
+            hashed(f("email"), "user.email", pii::hash_email)?,
+        );
+        put(
+            &mut user,
+            "phone",
+            hashed(f("phone"), "user.phone", |s| pii::hash_phone(s, country))?,
+        );
+        put(
+            &mut user,
+            "external_id",
+            hashed(f("external_id"), "user.external_id", pii::hash_external_id)?,
+        );
+        put(
+            &mut user,
+            "ttclid",
+            string(f("ttclid"), "user.ttclid", 512)?,
+        );
+        put(&mut user, "ttp", string(f("ttp"), "user.ttp", 512)?);
+        put(&mut user, "locale", string(f("locale"), "user.locale", 35)?);
+    }
+
+    // page
+    let mut page = Map::new();
+    if let Some(p) = object(get("page"), "page")? {
+        let url = string(p.get("url").unwrap_or(&null), "page.url", MAX_URL)?;
+        if let Some(url) = &url {
+            if url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                return Err(reject("page.url", "must be an absolute http(s) URL"));
+            }
+            if !user.contains_key("ttclid") {
+                put(&mut user, "ttclid", ttclid_from_url(url));
+            }
+        }
+        put(&mut page, "url", url);
+        put(
+            &mut page,
+            "referrer",
+            string(p.get("referrer").unwrap_or(&null), "page.referrer", MAX_URL)?,
+        );
+    }
+    put(&mut user, "ip", ctx.ip.clone());
+    put(
+        &mut user,
+        "user_agent",
+        ctx.user_agent
+            .clone()
+            .map(|ua| ua.chars().take(MAX_STRING).collect::<String>()),
+    );
+
+    // properties
+    let mut properties = Map::new();
+    if let Some(p) = object(get("properties"), "properties")? {
+        let f = |k: &str| p.get(k).unwrap_or(&null);
+        let value = number(f("value"), "properties.value")?;
+        let currency =
+            string(f("currency"), "properties.currency", 3)?.map(|c| c.to_ascii_uppercase());
+        if let Some(c) = &currency {
+            if !CURRENCIES.contains(&c.as_str()) {
+                return Err(reject(
+                    "properties.currency",
+                    "is not an ISO 4217 currency TikTok supports",
+                ));
+            }
+        }
+        if value.is_some() && currency.is_none() {
+            return Err(reject("properties.currency", "is required with value"));
+        }
+        put(&mut properties, "value", value);
+        put(&mut properties, "currency", currency);
+        let content_type = string(f("content_type"), "properties.content_type", 20)?;
+        if let Some(t) = &content_type {
+            if t != "product" && t != "product_group" {
+                return Err(reject(
+                    "properties.content_type",
+                    "must be product or product_group",
+                ));
+            }
+        }
+        put(&mut properties, "content_type", content_type);
+        match f("contents") {
+            Value::Null => {}
+            Value::Array(items) if items.len() > MAX_CONTENTS => {
+                return Err(reject(
+                    "properties.contents",
+                    format!("at most {MAX_CONTENTS} items"),
+                ));
+            }
+            Value::Array(items) => {
+                let mut contents = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let field = |k: &str| format!("properties.contents[{i}].{k}");
+                    let Value::Object(c) = item else {
+                        return Err(reject(
+                            format!("properties.contents[{i}]"),
+                            "must be an object",
+                        ));
+                    };
+                    let g = |k: &str| c.get(k).unwrap_or(&null);
+                    let mut out = Map::new();
+                    for k in [
+                        "content_id",
+                        "content_type",
+                        "content_name",
+                        "content_category",
+                        "brand",
+                    ] {
+                        put(&mut out, k, string(g(k), &field(k), MAX_STRING)?);
+                    }
+                    put(&mut out, "price", number(g("price"), &field("price"))?);
+                    match g("quantity") {
+                        Value::Null => {}
+                        Value::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
+                            out.insert("quantity".into(), json!(n.as_u64()));
+                        }
+                        _ => {
+                            return Err(reject(
+                                field("quantity"),
+                                "must be a whole number up to 1000000",
+                            ));
+                        }
+                    }
+                    contents.push(Value::Object(out));
+                }
+                properties.insert("contents".into(), Value::Array(contents));
+            }
+            _ => return Err(reject("properties.contents", "must be a list")),
+        }
+        for k in [
+            "description",
+            "query",
+            "search_string",
+            "order_id",
+            "shop_id",
+        ] {
+            put(
+                &mut properties,
+                k,
+                string(f(k), &format!("properties.{k}"), MAX_STRING)?,
+            );
+        }
+    }
+
+    let mut out = Map::new();
+    out.insert("event".into(), Value::String(name));
+    out.insert("event_time".into(), json!(event_time));
+    out.insert("event_id".into(), Value::String(event_id));
+    out.insert("user".into(), Value::Object(user));
+    if !page.is_empty() {
+        out.insert("page".into(), Value::Object(page));
+    }
+    if !properties.is_empty() {
+        out.insert("properties".into(), Value::Object(properties));
+    }
+    if let Some(Value::Bool(b)) = event.get("limited_data_use") {
+        out.insert("limited_data_use".into(), Value::Bool(*b));
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            ip: Some("203.0.113.1".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+            now: 1_700_000_000,
+        }
+    }
+
+    fn ok(v: Value) -> Value {
+        prepare(&v, &Rules::default(), &ctx()).unwrap()
+    }
+
+    fn refused(v: Value) -> Rejection {
+        prepare(&v, &Rules::default(), &ctx()).unwrap_err()
+    }
+
+    #[test]
+    fn a_purchase_becomes_tiktoks_shape_with_hashed_user_data() {
+        let out = ok(json!({
+            "event": "CompletePayment", "event_id": "order-1", "event_time": 1_699_999_990,
+            "user": {"email": " ALICE_abc@gmail.com ", "phone": "(+1)2133734253", "external_id": "user_123"},
+            "page": {"url": "https://shop.example/checkout?ttclid=E.C.P.abc"},
+            "properties": {"value": "20.50", "currency": "usd", "content_type": "product",
+                           "contents": [{"content_id": "sku1", "price": 10.25, "quantity": 2}]}
+        }));
+        assert_eq!(
+            out["user"]["email"],
+            "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f"
+        );
+        assert_eq!(
+            out["user"]["phone"],
+            "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"
+        );
+        assert_eq!(out["user"]["ttclid"], "E.C.P.abc");
+        assert_eq!(out["user"]["ip"], "203.0.113.1");
+        assert_eq!(out["properties"]["value"], 20.5);
+        assert_eq!(out["properties"]["currency"], "USD");
+        assert_eq!(out["properties"]["contents"][0]["quantity"], 2);
+        assert!(!out.to_string().contains("alice"), "no raw PII: {out}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let base = || json!({"event": "AddToCart", "event_id": "e1"});
+        let with = |k: &str, v: Value| {
+            let mut e = base();
+            e[k] = v;
+            e
+        };
+        let cases = [
+            (json!([]), "event"),
+            (json!({"event_id": "e"}), "event"),
+            (json!({"event": "AddToCart"}), "event_id"),
+            (
+                with("event_time", json!(1_700_000_000_000i64)),
+                "event_time",
+            ),
+            (with("event_time", json!(1_700_001_000)), "event_time"),
+            (with("event_time", json!(1_600_000_000)), "event_time"),
+            (with("event_time", json!("yesterday")), "event_time"),
+            (with("user", json!({"email": "nope"})), "user.email"),
+            (
+                with("user", json!({"phone": ["+12133734253", 5]})),
+                "user.phone[1]",
+            ),
+            (
+                with("page", json!({"url": "javascript:alert(1)"})),
+                "page.url",
+            ),
+            (
+                with("properties", json!({"value": 5})),
+                "properties.currency",
+            ),
+            (
+                with("properties", json!({"value": "$5", "currency": "USD"})),
+                "properties.value",
+            ),
+            (
+                with("properties", json!({"currency": "XXX"})),
+                "properties.currency",
+            ),
+            (
+                with("properties", json!({"contents": [{"price": -1}]})),
+                "properties.contents[0].price",
+            ),
+            (
+                with("properties", json!({"contents": [{"quantity": 1.5}]})),
+                "properties.contents[0].quantity",
+            ),
+            (with("event", json!("<script>")), "event"),
+        ];
+        for (event, field) in cases {
+            assert_eq!(refused(event.clone()).field, field, "{event}");
+        }
+    }
+
+    #[test]
+    fn custom_events_follow_the_pixels_rule() {
+        let e = json!({"event": "Quiz Finished", "event_id": "e"});
+        assert!(prepare(&e, &Rules::default(), &ctx()).is_ok());
+        let strict = Rules {
+            allow_custom_events: false,
+            ..Rules::default()
+        };
+        assert_eq!(prepare(&e, &strict, &ctx()).unwrap_err().field, "event");
+    }
+
+    #[test]
+    fn national_phones_use_the_pixels_country() {
+        let rules = Rules {
+            default_country: Some("GB".into()),
+            ..Rules::default()
+        };
+        let e = json!({"event": "Lead", "event_id": "e", "user": {"phone": "07700 900123"}});
+        let out = prepare(&e, &rules, &ctx()).unwrap();
+        assert_eq!(
+            out["user"]["phone"],
+            crate::crypto::sha256_hex(b"+447700900123")
+        );
+    }
+}
