@@ -407,6 +407,11 @@ impl AdvertiserAccess {
         })
     }
 
+    /// The decrypted token, for calls made on this advertiser's behalf elsewhere in core.
+    pub(crate) fn token(&self) -> &str {
+        &self.access_token
+    }
+
     /// Calls TikTok with this advertiser's token (`Access-Token`), with retries for the
     /// retryable codes. A refused token marks the connection for re-authorization.
     pub fn call(&self, env: &Env, call: Call) -> Result<Reply, ApiError> {

@@ -190,7 +190,15 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
     let null = Value::Null;
     let get = |k: &str| event.get(k).unwrap_or(&null);
 
-    let name = string(get("event"), "event", 100)?.ok_or_else(|| reject("event", "is required"))?;
+    let name = match get("event") {
+        Value::Null => return Err(reject("event", "is required")),
+        Value::String(s) if s.is_empty() => return Err(reject("event", "is required")),
+        Value::String(s) if s.chars().count() > 100 => {
+            return Err(reject("event", "must be at most 100 characters"));
+        }
+        Value::String(s) => s.clone(),
+        _ => return Err(reject("event", "must be a string")),
+    };
     let standard = STANDARD_EVENTS.contains(&name.as_str());
     if !standard {
         if !rules.allow_custom_events {
@@ -289,14 +297,31 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
             string(p.get("referrer").unwrap_or(&null), "page.referrer", MAX_URL)?,
         );
     }
-    put(&mut user, "ip", ctx.ip.clone());
-    put(
-        &mut user,
-        "user_agent",
-        ctx.user_agent
-            .clone()
-            .map(|ua| ua.chars().take(MAX_STRING).collect::<String>()),
-    );
+    // The request's own IP and user agent win; server-side senders (no request context)
+    // pass the shopper's in `user`.
+    let body_user = object(get("user"), "user")?;
+    let from_body = |k: &str, max: usize| -> Result<Option<String>, Rejection> {
+        match body_user.and_then(|u| u.get(k)) {
+            Some(v) => string(v, &format!("user.{k}"), max),
+            None => Ok(None),
+        }
+    };
+    let ip = match &ctx.ip {
+        Some(ip) => Some(ip.clone()),
+        None => from_body("ip", 64)?
+            .map(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_string())
+                    .map_err(|_| reject("user.ip", "must be an IPv4 or IPv6 address"))
+            })
+            .transpose()?,
+    };
+    let user_agent = match &ctx.user_agent {
+        Some(ua) => Some(ua.chars().take(MAX_STRING).collect::<String>()),
+        None => from_body("user_agent", MAX_STRING)?,
+    };
+    put(&mut user, "ip", ip);
+    put(&mut user, "user_agent", user_agent);
 
     // properties
     let mut properties = Map::new();
@@ -506,6 +531,29 @@ mod tests {
         for (event, field) in cases {
             assert_eq!(refused(event.clone()).field, field, "{event}");
         }
+    }
+
+    #[test]
+    fn server_side_events_carry_the_shoppers_ip_but_browsers_cannot_spoof_it() {
+        let e = json!({"event": "Lead", "event_id": "e", "user": {"ip": "198.51.100.7", "user_agent": "UA"}});
+        let server = Context {
+            now: 1_700_000_000,
+            ..Context::default()
+        };
+        let out = prepare(&e, &Rules::default(), &server).unwrap();
+        assert_eq!(
+            (
+                out["user"]["ip"].as_str(),
+                out["user"]["user_agent"].as_str()
+            ),
+            (Some("198.51.100.7"), Some("UA"))
+        );
+        assert_eq!(ok(e)["user"]["ip"], "203.0.113.1");
+        let bad = json!({"event": "Lead", "event_id": "e", "user": {"ip": "not-an-ip"}});
+        assert_eq!(
+            prepare(&bad, &Rules::default(), &server).unwrap_err().field,
+            "user.ip"
+        );
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub trait KeyValue {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, ApiError>;
+
+    /// Values of several keys at once (`wasi:keyvalue/batch`), in the order asked.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Writes several keys at once; hosts may commit them together.
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
+        entries.iter().try_for_each(|(k, v)| self.set(k, v))
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), ApiError> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
 }
 
 /// How often a compare-and-swap update is retried before giving up under contention.

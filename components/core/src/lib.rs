@@ -4,6 +4,7 @@
 //! (`cargo test -p tiktok-edge-core`). Component crates are thin bindings over this: they
 //! fill an [`env::Env`] from WASI and hand plain [`http::Request`]s to the handlers here.
 
+pub mod collector;
 pub mod connections;
 pub mod crypto;
 pub mod env;
@@ -17,6 +18,9 @@ pub mod oauth_state;
 pub mod org;
 pub mod orgs;
 pub mod pii;
+pub mod pixel_api;
+pub mod pixel_queue;
+pub mod pixels;
 pub mod tiktok;
 pub mod vault;
 

@@ -53,7 +53,7 @@ fn fake_tiktok(r: &OutgoingRequest) -> Value {
             {"advertiser_id": "111", "name": "One", "currency": "USD", "timezone": "America/Los_Angeles"},
             {"advertiser_id": "222", "name": "Two", "currency": "JPY", "timezone": "Asia/Tokyo"}
         ]})),
-        "/oauth2/revoke_token/" | "/tt_user/oauth2/revoke/" => ok(json!({})),
+        "/oauth2/revoke_token/" | "/tt_user/oauth2/revoke/" | "/event/track/" => ok(json!({})),
         "/tt_user/oauth2/token/" => ok(json!({
             "access_token": "cat.1", "refresh_token": "crt.1", "open_id": "open-1",
             "scope": "user.info.basic,video.list", "expires_in": 86400, "refresh_token_expires_in": 31536000

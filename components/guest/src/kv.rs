@@ -1,7 +1,7 @@
 //! `wasi:keyvalue@0.2.0-draft2` with errors mapped to [`ApiError`].
 
 use crate::ApiError;
-use crate::wasi::keyvalue::{atomics, store};
+use crate::wasi::keyvalue::{atomics, batch, store};
 
 /// An open key-value bucket.
 pub struct Store {
@@ -88,5 +88,24 @@ impl tiktok_edge_core::kv::KeyValue for Store {
         new: &[u8],
     ) -> Result<bool, ApiError> {
         Store::compare_and_swap(self, key, expected, new)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        let found = batch::get_many(&self.bucket, keys).map_err(storage)?;
+        // Hosts may answer in any order or leave out absent keys: match by key.
+        let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
+            found.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| by_key.remove(k).flatten())
+            .collect())
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
+        batch::set_many(&self.bucket, entries).map_err(storage)
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), ApiError> {
+        batch::delete_many(&self.bucket, keys).map_err(storage)
     }
 }

@@ -1,0 +1,659 @@
+//! Taking events in (`POST /pixel/events`) and sending them on (the forwarder).
+//!
+//! Ingest: parse, validate and hash each event ([`crate::events`]), drop duplicates of
+//! (pixel, event, event_id) seen within 48 h, and store the rest before answering.
+//! Forward: per pixel, under a lease, send stored events to `/event/track/` in batches,
+//! back off on retryable codes, dead-letter what TikTok refuses for good.
+
+use crate::ApiError;
+use crate::crypto::{random_bytes, random_token};
+use crate::env::Env;
+use crate::events::{self, Context};
+use crate::kv::IdIndex;
+use crate::pixel_queue::{DeadLetter, Queue, QueuedEvent, stat};
+use crate::pixels::{self, ALL_PIXELS, Pixel};
+use crate::tiktok::{Call, CodeClass, TikTokError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RejectedEvent {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The answer to an ingest request.
+#[derive(Debug, Serialize)]
+pub struct IngestReport {
+    /// Stored, to be sent to TikTok.
+    pub accepted: usize,
+    /// Already accepted within 48 h (same event and event_id); not stored again.
+    pub deduplicated: usize,
+    pub rejected: Vec<RejectedEvent>,
+    /// The event_id of each event, by index (generated when the event had none), so the
+    /// TikTok browser pixel can send the same one.
+    pub event_ids: Vec<Option<String>>,
+}
+
+/// The events of a body: a list, `{"events": [...]}`, or one event object.
+pub fn events_of(body: &Value) -> Result<&[Value], ApiError> {
+    match body {
+        Value::Array(list) => Ok(list),
+        Value::Object(map) => match map.get("events") {
+            Some(Value::Array(list)) => Ok(list),
+            Some(_) => Err(ApiError::invalid("events", "must be a list of events")),
+            None => Ok(std::slice::from_ref(body)),
+        },
+        _ => Err(ApiError::invalid(
+            "body",
+            "must be an event, a list of events, or {\"events\": [...]}",
+        )),
+    }
+}
+
+pub fn ingest(
+    env: &Env,
+    pixel: &Pixel,
+    list: &[Value],
+    ctx: &Context,
+) -> Result<IngestReport, ApiError> {
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "must contain at least one event",
+        ));
+    }
+    if list.len() > pixel.max_batch {
+        return Err(ApiError::invalid(
+            "events",
+            format!(
+                "at most {} events per request for this pixel",
+                pixel.max_batch
+            ),
+        ));
+    }
+    let queue = Queue::new(env.kv, &pixel.id);
+    let rules = pixel.rules();
+    let mut report = IngestReport {
+        accepted: 0,
+        deduplicated: 0,
+        rejected: Vec::new(),
+        event_ids: Vec::with_capacity(list.len()),
+    };
+    let mut accepted: Vec<QueuedEvent> = Vec::new();
+    let mut sightings: Vec<(String, String)> = Vec::new();
+    for (index, raw) in list.iter().enumerate() {
+        let mut event = raw.clone();
+        if let Value::Object(map) = &mut event {
+            map.remove("pixel_id");
+            if matches!(map.get("event_id"), None | Some(Value::Null)) {
+                map.insert(
+                    "event_id".into(),
+                    Value::String(format!("edge-{}", hex::encode(random_bytes::<12>()?))),
+                );
+            }
+        }
+        report.event_ids.push(
+            event
+                .get("event_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
+        match events::prepare(&event, &rules, ctx) {
+            Ok(data) => {
+                let name = data["event"].as_str().unwrap_or_default().to_string();
+                let id = data["event_id"].as_str().unwrap_or_default().to_string();
+                if queue.first_sighting(&name, &id, env.now)? {
+                    accepted.push(QueuedEvent {
+                        data,
+                        received_at: env.now,
+                    });
+                    sightings.push((name, id));
+                } else {
+                    report.deduplicated += 1;
+                }
+            }
+            Err(r) => report.rejected.push(RejectedEvent {
+                index,
+                field: r.field,
+                reason: r.reason,
+            }),
+        }
+    }
+    if let Err(e) = queue.enqueue(&accepted) {
+        // Nothing was stored: let a retry of this request count as new.
+        for (name, id) in &sightings {
+            let _ = queue.forget_sighting(name, id);
+        }
+        return Err(e);
+    }
+    report.accepted = accepted.len();
+    queue.count(stat::RECEIVED, list.len() as i64)?;
+    queue.count(stat::REJECTED, report.rejected.len() as i64)?;
+    queue.count(stat::DEDUPLICATED, report.deduplicated as i64)?;
+    Ok(report)
+}
+
+/// Per-pixel figures.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub pixel_id: String,
+    pub received: i64,
+    pub rejected: i64,
+    pub deduplicated: i64,
+    pub pending: u64,
+    pub delivered: i64,
+    pub dead: i64,
+    pub last_error: Option<String>,
+}
+
+pub fn stats(env: &Env, pixel: &Pixel) -> Result<Stats, ApiError> {
+    let q = Queue::new(env.kv, &pixel.id);
+    let head = q.head()?;
+    Ok(Stats {
+        pixel_id: pixel.id.clone(),
+        received: q.counter(stat::RECEIVED)?,
+        rejected: q.counter(stat::REJECTED)?,
+        deduplicated: q.counter(stat::DEDUPLICATED)?,
+        pending: (q.tail()? + 1).saturating_sub(head.next),
+        delivered: q.counter(stat::DELIVERED)?,
+        dead: q.counter(stat::DEAD)?,
+        last_error: head.last_error,
+    })
+}
+
+/// Attempts before a batch goes to the dead letters.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// A lease lasts this long; a flush that dies lets another take over after it.
+const LEASE_SECS: i64 = 60;
+/// An empty slot older than this is a writer that died before acknowledging.
+const GAP_SECS: i64 = 30;
+/// Batches one flush sends per pixel before moving on.
+const BATCHES_PER_FLUSH: usize = 20;
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlushReport {
+    pub pixels: usize,
+    pub requests: usize,
+    pub delivered: usize,
+    pub retrying: usize,
+    pub dead: usize,
+    /// Pixels skipped because another flush holds their lease.
+    pub busy: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    until: i64,
+}
+
+fn lease_key(pixel: &str) -> String {
+    format!("pq/{pixel}/lease")
+}
+
+fn take_lease(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
+    let key = lease_key(pixel);
+    let current = env.kv.get(&key)?;
+    if let Some(bytes) = &current {
+        if let Ok(l) = serde_json::from_slice::<Lease>(bytes) {
+            if l.until > env.now && l.owner != owner {
+                return Ok(false);
+            }
+        }
+    }
+    let mine = serde_json::to_vec(&Lease {
+        owner: owner.to_string(),
+        until: env.now + LEASE_SECS,
+    })
+    .expect("leases serialize");
+    env.kv.compare_and_swap(&key, current.as_deref(), &mine)
+}
+
+fn still_mine(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
+    Ok(env
+        .kv
+        .get(&lease_key(pixel))?
+        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+        .is_some_and(|l| l.owner == owner && l.until > env.now))
+}
+
+fn release_lease(env: &Env, pixel: &str, owner: &str) -> Result<(), ApiError> {
+    let key = lease_key(pixel);
+    if let Some(current) = env.kv.get(&key)? {
+        if serde_json::from_slice::<Lease>(&current).is_ok_and(|l| l.owner == owner) {
+            let free = serde_json::to_vec(&Lease {
+                owner: String::new(),
+                until: 0,
+            })
+            .expect("leases serialize");
+            env.kv.compare_and_swap(&key, Some(&current), &free)?;
+        }
+    }
+    Ok(())
+}
+
+/// Exponential backoff with jitter for attempt `n` (from 1): 2 s, 4 s, … up to 10 min.
+fn backoff_secs(attempt: u32) -> i64 {
+    let base = 2i64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(9))
+        .min(600);
+    let jitter = random_bytes::<1>().map(|b| b[0] as i64).unwrap_or(0) * base / 512;
+    base + jitter
+}
+
+/// The index TikTok names in `Batch.3.properties…: Not a valid string`.
+fn batch_index(message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("Batch.")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Sends what every pixel has queued. Safe to run concurrently: each pixel is flushed
+/// by one caller at a time.
+pub fn flush(env: &Env) -> Result<FlushReport, ApiError> {
+    let owner = random_token::<12>()?;
+    let mut report = FlushReport::default();
+    for id in IdIndex::new(env.kv, ALL_PIXELS).list()? {
+        let Ok(pixel) = pixels::find(env, &id) else {
+            continue;
+        };
+        let queue = Queue::new(env.kv, &pixel.id);
+        let head = queue.head()?;
+        if queue.tail()? < head.next || head.retry_at > env.now {
+            continue;
+        }
+        report.pixels += 1;
+        if !take_lease(env, &pixel.id, &owner)? {
+            report.busy += 1;
+            continue;
+        }
+        let result = flush_pixel(env, &pixel, &queue, &owner, &mut report);
+        release_lease(env, &pixel.id, &owner)?;
+        result?;
+    }
+    Ok(report)
+}
+
+fn flush_pixel(
+    env: &Env,
+    pixel: &Pixel,
+    queue: &Queue,
+    owner: &str,
+    report: &mut FlushReport,
+) -> Result<(), ApiError> {
+    let batch_size: u64 = if pixel.test_event_code.is_some() {
+        1
+    } else {
+        pixels::MAX_BATCH as u64
+    };
+    for _ in 0..BATCHES_PER_FLUSH {
+        if !still_mine(env, &pixel.id, owner)? {
+            return Ok(());
+        }
+        let mut head = queue.head()?;
+        let tail = queue.tail()?;
+        if tail < head.next || head.retry_at > env.now {
+            return Ok(());
+        }
+        let slots = queue.read(head.next, tail.min(head.next + batch_size - 1))?;
+        let present: Vec<(u64, QueuedEvent)> = slots
+            .iter()
+            .map_while(|(slot, e)| e.clone().map(|e| (*slot, e)))
+            .collect();
+        if present.is_empty() {
+            // An empty slot: a writer still storing, or one that died before acking.
+            match head.gap_since {
+                Some(since) if env.now - since >= GAP_SECS => {
+                    head.next += 1;
+                    head.gap_since = None;
+                }
+                Some(_) => return Ok(()),
+                None => {
+                    head.gap_since = Some(env.now);
+                    queue.set_head(&head)?;
+                    return Ok(());
+                }
+            }
+            queue.set_head(&head)?;
+            continue;
+        }
+        head.gap_since = None;
+        let token = match pixels::access_token(env, pixel) {
+            Ok(t) => t,
+            Err(e) => {
+                head.retry_at = env.now + 60;
+                head.last_error = Some(e.to_string());
+                queue.set_head(&head)?;
+                report.retrying += present.len();
+                return Ok(());
+            }
+        };
+        let mut body = json!({
+            "event_source": "web",
+            "event_source_id": pixel.pixel_code,
+            "partner_name": "tiktok-edge",
+            "data": present.iter().map(|(_, e)| e.data.clone()).collect::<Vec<_>>(),
+        });
+        if let Some(code) = &pixel.test_event_code {
+            body["test_event_code"] = json!(code);
+        }
+        report.requests += 1;
+        let outcome = env
+            .tiktok()?
+            .call_once(&Call::post("/event/track/", body).token(&token));
+        let slots: Vec<u64> = present.iter().map(|(s, _)| *s).collect();
+        match outcome {
+            Ok(_) => {
+                queue.remove(&slots)?;
+                head.next = slots.last().expect("a batch has events") + 1;
+                head.attempts = 0;
+                head.retry_at = 0;
+                head.last_error = None;
+                queue.set_head(&head)?;
+                queue.count(stat::DELIVERED, slots.len() as i64)?;
+                report.delivered += slots.len();
+            }
+            Err(e) => {
+                let error = format!("{}: {} (request_id {})", e.code, e.message, e.request_id);
+                head.last_error = Some(error);
+                let transient = matches!(e.class(), CodeClass::Retry | CodeClass::RateLimited);
+                // Token or permission trouble waits for the operator without burning
+                // attempts; events stay queued and `last_error` says why.
+                if matches!(e.class(), CodeClass::Reauthorize | CodeClass::Permission) {
+                    head.retry_at = env.now + 60;
+                    queue.set_head(&head)?;
+                    report.retrying += slots.len();
+                    return Ok(());
+                }
+                if transient && head.attempts + 1 < MAX_ATTEMPTS {
+                    head.attempts += 1;
+                    head.retry_at = env.now + backoff_secs(head.attempts);
+                    queue.set_head(&head)?;
+                    report.retrying += slots.len();
+                    return Ok(());
+                }
+                // Refused for good (or too many attempts). One named bad event
+                // goes alone; the rest are tried again at once.
+                let culprit =
+                    batch_index(&e.message).filter(|i| *i < present.len() && present.len() > 1);
+                let doomed: Vec<usize> = match culprit {
+                    Some(i) => vec![i],
+                    None => (0..present.len()).collect(),
+                };
+                let letters = doomed
+                    .iter()
+                    .map(|i| dead_letter(&present[*i].1, &e, head.attempts + 1, env.now))
+                    .collect();
+                queue.bury(letters)?;
+                let dead_slots: Vec<u64> = doomed.iter().map(|i| present[*i].0).collect();
+                report.dead += dead_slots.len();
+                if culprit.is_some() {
+                    // Keep the survivors in order: move them to the tail.
+                    let survivors: Vec<QueuedEvent> = present
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !doomed.contains(i))
+                        .map(|(_, (_, e))| e.clone())
+                        .collect();
+                    queue.enqueue(&survivors)?;
+                }
+                queue.remove(&slots)?;
+                head.next = slots.last().expect("a batch has events") + 1;
+                head.attempts = 0;
+                head.retry_at = 0;
+                queue.set_head(&head)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dead_letter(event: &QueuedEvent, e: &TikTokError, attempts: u32, now: i64) -> DeadLetter {
+    DeadLetter {
+        id: 0,
+        event: event.clone(),
+        code: e.code,
+        message: e.message.clone(),
+        request_id: e.request_id.clone(),
+        attempts,
+        dead_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::org::OrgId;
+    use crate::orgs::tests::org_with_key;
+    use crate::pixels::PixelInput;
+    use crate::testing::TestEnv;
+    use crate::kv::KeyValue;
+    use crate::tiktok::fake::err;
+
+    fn pixel(t: &TestEnv) -> Pixel {
+        org_with_key(t, "acme");
+        let input: PixelInput = serde_json::from_value(json!({
+            "pixel_code": "CODE1", "allowed_origins": ["https://shop.example"],
+            "access_token": "events-token", "default_country": "US"
+        }))
+        .unwrap();
+        pixels::create(&t.env(), &OrgId::parse("acme").unwrap(), input).unwrap()
+    }
+
+    fn ctx(t: &TestEnv) -> Context {
+        Context {
+            ip: Some("203.0.113.9".into()),
+            user_agent: Some("UA".into()),
+            now: t.now.get(),
+        }
+    }
+
+    fn events(n: usize, prefix: &str) -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"event": "AddToCart", "event_id": format!("{prefix}-{i}"), "user": {"email": "Shopper@Example.com"}}))
+            .collect()
+    }
+
+    fn sent_events(t: &TestEnv) -> Vec<Value> {
+        t.tiktok
+            .sent
+            .borrow()
+            .iter()
+            .filter(|r| r.url.contains("/event/track/"))
+            .flat_map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["data"].as_array().unwrap().clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepted_events_are_stored_then_delivered_hashed_once() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let mut batch = events(3, "a");
+        batch.push(json!({"event": "AddToCart"}));
+        batch.push(json!({"event": 5}));
+        let r = ingest(&t.env(), &p, &batch, &ctx(&t)).unwrap();
+        assert_eq!((r.accepted, r.deduplicated), (4, 0));
+        assert_eq!(
+            r.rejected,
+            vec![RejectedEvent {
+                index: 4,
+                field: "event".into(),
+                reason: "must be a string".into()
+            }]
+        );
+        assert!(
+            r.event_ids[3].as_deref().unwrap().starts_with("edge-"),
+            "an id is made for events without one"
+        );
+        // Stored before the answer: nothing sent yet, all pending.
+        assert_eq!(stats(&t.env(), &p).unwrap().pending, 4);
+        let again = ingest(&t.env(), &p, &events(3, "a"), &ctx(&t)).unwrap();
+        assert_eq!((again.accepted, again.deduplicated), (0, 3));
+
+        let report = flush(&t.env()).unwrap();
+        assert_eq!((report.requests, report.delivered), (1, 4));
+        let sent = sent_events(&t);
+        assert_eq!(sent.len(), 4);
+        assert_eq!(
+            sent[0]["user"]["email"],
+            crate::crypto::sha256_hex(b"shopper@example.com")
+        );
+        assert_eq!(sent[0]["user"]["ip"], "203.0.113.9");
+        let request = t.tiktok.sent.borrow().last().unwrap().clone();
+        assert!(
+            request
+                .headers
+                .contains(&("access-token".into(), "events-token".into()))
+        );
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            (
+                body["event_source"].as_str(),
+                body["event_source_id"].as_str()
+            ),
+            (Some("web"), Some("CODE1"))
+        );
+        assert!(
+            !String::from_utf8_lossy(&request.body)
+                .to_lowercase()
+                .contains("shopper@")
+        );
+        let s = stats(&t.env(), &p).unwrap();
+        assert_eq!(
+            (
+                s.received,
+                s.rejected,
+                s.deduplicated,
+                s.pending,
+                s.delivered
+            ),
+            (8, 1, 3, 0, 4)
+        );
+        assert_eq!(
+            flush(&t.env()).unwrap().requests,
+            0,
+            "nothing is sent twice"
+        );
+    }
+
+    #[test]
+    fn retryable_refusals_back_off_then_deliver() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        ingest(&t.env(), &p, &events(2, "r"), &ctx(&t)).unwrap();
+        t.script(vec![err(40100, "Too many requests")]);
+        let r = flush(&t.env()).unwrap();
+        assert_eq!((r.delivered, r.retrying), (0, 2));
+        assert!(
+            stats(&t.env(), &p)
+                .unwrap()
+                .last_error
+                .unwrap()
+                .starts_with("40100")
+        );
+        assert_eq!(
+            flush(&t.env()).unwrap().requests,
+            0,
+            "waits for its backoff"
+        );
+        t.now.set(t.now.get() + 10);
+        assert_eq!(flush(&t.env()).unwrap().delivered, 2);
+        assert_eq!(
+            sent_events(&t).len(),
+            4,
+            "the refused batch, then the same batch delivered"
+        );
+    }
+
+    #[test]
+    fn a_named_bad_event_is_dead_lettered_alone_and_can_be_replayed() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        ingest(&t.env(), &p, &events(3, "d"), &ctx(&t)).unwrap();
+        t.script(vec![err(
+            40002,
+            "Batch.1.properties.contents.0.content_id: Not a valid string",
+        )]);
+        let r = flush(&t.env()).unwrap();
+        assert_eq!((r.dead, r.delivered), (1, 2));
+        let queue = Queue::new(&t.kv, &p.id);
+        let dead = queue.dead_letters(0, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].event.data["event_id"], "d-1");
+        assert_eq!(
+            (dead[0].code, dead[0].request_id.as_str()),
+            (40002, "req-err")
+        );
+        assert_eq!(queue.replay(None).unwrap(), 1);
+        assert_eq!(flush(&t.env()).unwrap().delivered, 1);
+        let s = stats(&t.env(), &p).unwrap();
+        assert_eq!((s.delivered, s.dead, s.pending), (3, 0, 0));
+    }
+
+    #[test]
+    fn too_many_transient_failures_end_in_the_dead_letters() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        ingest(&t.env(), &p, &events(1, "x"), &ctx(&t)).unwrap();
+        for _ in 0..MAX_ATTEMPTS {
+            t.script(vec![err(50000, "system error")]);
+            flush(&t.env()).unwrap();
+            t.now.set(t.now.get() + 700);
+        }
+        let s = stats(&t.env(), &p).unwrap();
+        assert_eq!((s.dead, s.pending), (1, 0));
+    }
+
+    #[test]
+    fn a_second_flush_leaves_a_leased_pixel_alone() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        ingest(&t.env(), &p, &events(1, "l"), &ctx(&t)).unwrap();
+        assert!(take_lease(&t.env(), &p.id, "someone-else").unwrap());
+        let r = flush(&t.env()).unwrap();
+        assert_eq!((r.busy, r.requests), (1, 0));
+        t.now.set(t.now.get() + LEASE_SECS + 1);
+        assert_eq!(
+            flush(&t.env()).unwrap().delivered,
+            1,
+            "an expired lease is taken over"
+        );
+    }
+
+    #[test]
+    fn a_slot_left_empty_by_a_dead_writer_is_skipped_after_a_while() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        // A writer took slot 1 and died before storing it.
+        t.kv.increment(&format!("pq/{}/seq", p.id), 1).unwrap();
+        ingest(&t.env(), &p, &events(1, "g"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().delivered, 0);
+        t.now.set(t.now.get() + GAP_SECS);
+        assert_eq!(flush(&t.env()).unwrap().delivered, 1);
+    }
+
+    #[test]
+    fn oversized_batches_and_empty_bodies_are_refused() {
+        let t = TestEnv::new();
+        let mut p = pixel(&t);
+        p.max_batch = 2;
+        assert_eq!(
+            ingest(&t.env(), &p, &events(3, "b"), &ctx(&t))
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            ingest(&t.env(), &p, &[], &ctx(&t)).unwrap_err().status(),
+            400
+        );
+        assert!(events_of(&json!("x")).is_err());
+        assert_eq!(events_of(&json!({"events": [1, 2]})).unwrap().len(), 2);
+        assert_eq!(events_of(&json!({"event": "A"})).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,266 @@
+//! The durable per-pixel event queue, dedup marks, dead letters and counters.
+//!
+//! Layout (all under `pq/{pixel}/`, the pixel id being unique across organizations):
+//! - `seq`: a counter; a request with N events takes slots `seq+1 ..= seq+N` with one
+//!   atomic increment, then writes them with one batch write *before* it answers, so an
+//!   acknowledged event is stored. A writer that dies between the two leaves empty slots
+//!   it never acknowledged; the forwarder skips such a gap once it is old.
+//! - `e/{slot}`: one queued event (`QueuedEvent`), deleted once TikTok took it.
+//! - `head`: the forwarder's position (`Head`), changed only under the lease.
+//! - `lease`: who is flushing this pixel, until when (compare-and-swap), so two flushes
+//!   never send the same events.
+//! - `dead/seq`, `dead/{n}`: dead letters, listed and replayable.
+//! - `dedup/{digest}`: when (pixel, event, event_id) was first accepted (48 h window).
+//! - `stats/{name}`: counters.
+
+use crate::ApiError;
+use crate::crypto::sha256_hex;
+use crate::kv::{KeyValue, get_json, update_json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// TikTok's dedup window for (event_source_id, event, event_id) (§3.3).
+pub const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
+
+/// One event waiting for TikTok: already validated, enriched and hashed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    /// TikTok's `data[]` item.
+    pub data: Value,
+    pub received_at: i64,
+}
+
+/// A dead letter: an event TikTok refused for good, or that failed too often.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub event: QueuedEvent,
+    pub code: i64,
+    pub message: String,
+    pub request_id: String,
+    pub attempts: u32,
+    pub dead_at: i64,
+}
+
+/// The forwarder's position in one pixel's queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Head {
+    /// The next slot to send.
+    pub next: u64,
+    /// Failed attempts of the batch at `next`.
+    pub attempts: u32,
+    /// Do not try before this time (backoff).
+    pub retry_at: i64,
+    /// When an empty slot at `next` was first seen (a writer in flight, or one that died).
+    pub gap_since: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+pub struct Queue<'a> {
+    kv: &'a dyn KeyValue,
+    pixel: String,
+}
+
+/// Counters kept per pixel.
+pub mod stat {
+    pub const RECEIVED: &str = "received";
+    pub const REJECTED: &str = "rejected";
+    pub const DEDUPLICATED: &str = "deduplicated";
+    pub const DELIVERED: &str = "delivered";
+    pub const DEAD: &str = "dead";
+    pub const ALL: [&str; 5] = [RECEIVED, REJECTED, DEDUPLICATED, DELIVERED, DEAD];
+}
+
+impl<'a> Queue<'a> {
+    pub fn new(kv: &'a dyn KeyValue, pixel: &str) -> Self {
+        Queue {
+            kv,
+            pixel: pixel.to_string(),
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("pq/{}/{rest}", self.pixel)
+    }
+
+    pub fn slot_key(&self, slot: u64) -> String {
+        self.key(&format!("e/{slot:020}"))
+    }
+
+    fn dead_key(&self, n: u64) -> String {
+        self.key(&format!("dead/{n:020}"))
+    }
+
+    /// Stores events durably; returns their slots.
+    pub fn enqueue(&self, events: &[QueuedEvent]) -> Result<Vec<u64>, ApiError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last = self.kv.increment(&self.key("seq"), events.len() as i64)? as u64;
+        let first = last + 1 - events.len() as u64;
+        let entries: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .zip(first..)
+            .map(|(e, slot)| {
+                (
+                    self.slot_key(slot),
+                    serde_json::to_vec(e).expect("events serialize"),
+                )
+            })
+            .collect();
+        self.kv.set_many(&entries)?;
+        Ok((first..=last).collect())
+    }
+
+    /// The last slot handed out (0 when none).
+    pub fn tail(&self) -> Result<u64, ApiError> {
+        Ok(self.kv.increment(&self.key("seq"), 0)?.max(0) as u64)
+    }
+
+    pub fn head(&self) -> Result<Head, ApiError> {
+        Ok(
+            get_json::<Head>(self.kv, &self.key("head"))?.unwrap_or(Head {
+                next: 1,
+                ..Head::default()
+            }),
+        )
+    }
+
+    pub fn set_head(&self, head: &Head) -> Result<(), ApiError> {
+        crate::kv::set_json(self.kv, &self.key("head"), head)
+    }
+
+    /// Reads slots `from ..= to` (absent ones as `None`).
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<(u64, Option<QueuedEvent>)>, ApiError> {
+        let keys: Vec<String> = (from..=to).map(|s| self.slot_key(s)).collect();
+        let values = self.kv.get_many(&keys)?;
+        Ok((from..=to)
+            .zip(values)
+            .map(|(slot, v)| (slot, v.and_then(|b| serde_json::from_slice(&b).ok())))
+            .collect())
+    }
+
+    pub fn remove(&self, slots: &[u64]) -> Result<(), ApiError> {
+        let keys: Vec<String> = slots.iter().map(|s| self.slot_key(*s)).collect();
+        self.kv.delete_many(&keys)
+    }
+
+    /// Marks (pixel, event, event_id) as seen at `now`; `false` if it was seen within 48 h.
+    pub fn first_sighting(&self, event: &str, event_id: &str, now: i64) -> Result<bool, ApiError> {
+        let key = self.key(&format!(
+            "dedup/{}",
+            sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
+        ));
+        let stamp = now.to_string();
+        if self.kv.compare_and_swap(&key, None, stamp.as_bytes())? {
+            return Ok(true);
+        }
+        let Some(seen) = self.kv.get(&key)? else {
+            return Ok(self.kv.compare_and_swap(&key, None, stamp.as_bytes())?);
+        };
+        let seen_at: i64 = String::from_utf8_lossy(&seen).parse().unwrap_or(0);
+        if now - seen_at <= DEDUP_WINDOW_SECS {
+            return Ok(false);
+        }
+        // Seen long ago: a new sighting, unless another request claimed it first.
+        self.kv
+            .compare_and_swap(&key, Some(&seen), stamp.as_bytes())
+    }
+
+    /// Forgets a dedup mark (an accepted event whose storage then failed).
+    pub fn forget_sighting(&self, event: &str, event_id: &str) -> Result<(), ApiError> {
+        let key = self.key(&format!(
+            "dedup/{}",
+            sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
+        ));
+        self.kv.delete(&key)
+    }
+
+    pub fn count(&self, name: &str, delta: i64) -> Result<(), ApiError> {
+        if delta != 0 {
+            self.kv
+                .increment(&self.key(&format!("stats/{name}")), delta)?;
+        }
+        Ok(())
+    }
+
+    pub fn counter(&self, name: &str) -> Result<i64, ApiError> {
+        self.kv.increment(&self.key(&format!("stats/{name}")), 0)
+    }
+
+    pub fn bury(&self, letters: Vec<DeadLetter>) -> Result<(), ApiError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let last = self
+            .kv
+            .increment(&self.key("dead/seq"), letters.len() as i64)? as u64;
+        let first = last + 1 - letters.len() as u64;
+        let entries: Vec<(String, Vec<u8>)> = letters
+            .into_iter()
+            .zip(first..)
+            .map(|(mut d, n)| {
+                d.id = n;
+                (
+                    self.dead_key(n),
+                    serde_json::to_vec(&d).expect("dead letters serialize"),
+                )
+            })
+            .collect();
+        self.kv.set_many(&entries)?;
+        self.count(stat::DEAD, entries.len() as i64)
+    }
+
+    /// Dead letters with ids after `after`, at most `limit`.
+    pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, ApiError> {
+        let last = self.kv.increment(&self.key("dead/seq"), 0)?.max(0) as u64;
+        let floor = get_json::<u64>(self.kv, &self.key("dead/floor"))?.unwrap_or(0);
+        let mut out = Vec::new();
+        let mut from = after.max(floor) + 1;
+        while from <= last && out.len() < limit {
+            let to = (from + 499).min(last);
+            let keys: Vec<String> = (from..=to).map(|n| self.dead_key(n)).collect();
+            for value in self.kv.get_many(&keys)?.into_iter().flatten() {
+                if let Ok(d) = serde_json::from_slice::<DeadLetter>(&value) {
+                    out.push(d);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            from = to + 1;
+        }
+        Ok(out)
+    }
+
+    /// Puts dead letters back in the queue (new slots); returns how many.
+    pub fn replay(&self, ids: Option<&[u64]>) -> Result<usize, ApiError> {
+        let letters = match ids {
+            Some(ids) => {
+                let keys: Vec<String> = ids.iter().map(|n| self.dead_key(*n)).collect();
+                self.kv
+                    .get_many(&keys)?
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_slice::<DeadLetter>(&v).ok())
+                    .collect()
+            }
+            None => self.dead_letters(0, 10_000)?,
+        };
+        if letters.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<QueuedEvent> = letters.iter().map(|d| d.event.clone()).collect();
+        self.enqueue(&events)?;
+        let keys: Vec<String> = letters.iter().map(|d| self.dead_key(d.id)).collect();
+        self.kv.delete_many(&keys)?;
+        self.count(stat::DEAD, -(letters.len() as i64))?;
+        if ids.is_none() {
+            let last = letters.iter().map(|d| d.id).max().unwrap_or(0);
+            update_json(self.kv, &self.key("dead/floor"), |floor: Option<u64>| {
+                Ok((Some(floor.unwrap_or(0).max(last)), ()))
+            })?;
+        }
+        Ok(letters.len())
+    }
+}
