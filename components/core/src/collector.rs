@@ -425,11 +425,11 @@ fn dead_letter(event: &QueuedEvent, e: &TikTokError, attempts: u32, now: i64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::KeyValue;
     use crate::org::OrgId;
     use crate::orgs::tests::org_with_key;
     use crate::pixels::PixelInput;
     use crate::testing::TestEnv;
-    use crate::kv::KeyValue;
     use crate::tiktok::fake::err;
 
     fn pixel(t: &TestEnv) -> Pixel {

@@ -95,10 +95,7 @@ impl tiktok_edge_core::kv::KeyValue for Store {
         // Hosts may answer in any order or leave out absent keys: match by key.
         let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
             found.into_iter().collect();
-        Ok(keys
-            .iter()
-            .map(|k| by_key.remove(k).flatten())
-            .collect())
+        Ok(keys.iter().map(|k| by_key.remove(k).flatten()).collect())
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {

@@ -2,9 +2,9 @@
 
 tiktok_edge_guest::component_bindings!("tiktok:edge/pixel-collector");
 
-use exports::tiktok::edge::pixel::Guest as Capability;
+use exports::tiktok::edge::pixel::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::orgs;
+use tiktok_edge_core::{OrgId, collector, pixel_api, pixels};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -13,12 +13,44 @@ use tiktok_edge_guest::{ApiError, info};
 
 const NAME: &str = "pixel-collector";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The script websites embed (`GET /pixel.js`).
+const SCRIPT: &str = include_str!("../assets/pixel.js");
+
+fn n(v: usize) -> u32 {
+    v.min(u32::MAX as usize) as u32
+}
 
 struct Component;
 
 impl Capability for Component {
     fn info() -> Result<ComponentInfo, Error> {
         info::component_info(NAME, VERSION).map_err(Error::from)
+    }
+
+    fn flush() -> Result<wit::FlushReport, Error> {
+        let r = with_env(collector::flush)?;
+        Ok(wit::FlushReport {
+            pixels: n(r.pixels),
+            requests: n(r.requests),
+            delivered: n(r.delivered),
+            retrying: n(r.retrying),
+            dead: n(r.dead),
+            busy: n(r.busy),
+        })
+    }
+
+    fn stats(org: String, pixel_id: String) -> Result<wit::PixelStats, Error> {
+        let org = OrgId::parse(&org)?;
+        let s = with_env(|env| collector::stats(env, &pixels::get(env, &org, &pixel_id)?))?;
+        Ok(wit::PixelStats {
+            received: s.received,
+            rejected: s.rejected,
+            deduplicated: s.deduplicated,
+            pending: s.pending,
+            delivered: s.delivered,
+            dead: s.dead,
+            last_error: s.last_error,
+        })
     }
 }
 
@@ -35,12 +67,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/pixel-collector") => Ok(Response::method_not_allowed("GET")),
-        // Every organization route checks the caller's key first, even before this
-        // component serves anything under it.
-        (_, path) => with_env(|env| {
-            orgs::guard(env, req)?;
-            Err(ApiError::NotFound(format!("no route for {path} in {NAME}")))
-        }),
+        _ => with_env(|env| pixel_api::handle(env, req, SCRIPT)),
     }
 }
 

@@ -109,3 +109,4 @@ pub async fn put(url: &str, body: &'static [u8]) -> (u16, String) {
         .expect("request");
     (r.status().as_u16(), r.text().await.unwrap())
 }
+pub mod world;
