@@ -165,8 +165,9 @@ pub fn stats(env: &Env, pixel: &Pixel) -> Result<Stats, ApiError> {
 
 /// Attempts before a batch goes to the dead letters.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// A lease lasts this long; a flush that dies lets another take over after it.
-const LEASE_SECS: i64 = 60;
+/// A lease lasts this long and is renewed before each batch (whose TikTok call times
+/// out well within it); a flush that dies lets another take over after it.
+const LEASE_SECS: i64 = 30;
 /// An empty slot older than this is a writer that died before acknowledging.
 const GAP_SECS: i64 = 30;
 /// Batches one flush sends per pixel before moving on.
@@ -211,12 +212,23 @@ fn take_lease(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
     env.kv.compare_and_swap(&key, current.as_deref(), &mine)
 }
 
-fn still_mine(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
-    Ok(env
-        .kv
-        .get(&lease_key(pixel))?
-        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
-        .is_some_and(|l| l.owner == owner && l.until > env.now))
+/// Extends our lease before each batch; `false` if it is no longer ours.
+fn renew_lease(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
+    let key = lease_key(pixel);
+    let Some(current) = env.kv.get(&key)? else {
+        return Ok(false);
+    };
+    let ours = serde_json::from_slice::<Lease>(&current)
+        .is_ok_and(|l| l.owner == owner && l.until > env.now);
+    if !ours {
+        return Ok(false);
+    }
+    let renewed = serde_json::to_vec(&Lease {
+        owner: owner.to_string(),
+        until: env.now + LEASE_SECS,
+    })
+    .expect("leases serialize");
+    env.kv.compare_and_swap(&key, Some(&current), &renewed)
 }
 
 fn release_lease(env: &Env, pixel: &str, owner: &str) -> Result<(), ApiError> {
@@ -289,7 +301,7 @@ fn flush_pixel(
         pixels::MAX_BATCH as u64
     };
     for _ in 0..BATCHES_PER_FLUSH {
-        if !still_mine(env, &pixel.id, owner)? {
+        if !renew_lease(env, &pixel.id, owner)? {
             return Ok(());
         }
         let mut head = queue.head()?;
