@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Pixel ingestion through tiktok-edge with its durable SQLite store, side by side with
+# `wasmtime serve` on a trivial component (the yardstick), in one run: events/s and
+# p50/p99 at ack with wrk (-t2 -c32), for single events and 50-event batches, with and
+# without instance reuse, then peak RSS. Read the ratios; the machines are noisy.
+#
+#   bench/pixel.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+TOOLS="$HOME/.cache/tiktok-edge/tools"
+WASMTIME="$TOOLS/bin/wasmtime"
+if [ ! -x "$WASMTIME" ]; then
+  echo "installing wasmtime-cli 48.0.8 into $TOOLS (20-50 minutes, once)"
+  cargo install wasmtime-cli --locked --version 48.0.8 --root "$TOOLS"
+fi
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+cargo build --release -q -p tiktok-edge
+(cd tests/apps && cargo build --release -q --target wasm32-wasip2 -p hello-p2 --target-dir ../../target/test-apps)
+EDGE="${CARGO_TARGET_DIR:-target}/release/tiktok-edge"
+HELLO="$PWD/target/test-apps/wasm32-wasip2/release/hello_p2.wasm"
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+ADMIN=bench-admin
+export SPIN_VARIABLE_ADMIN_TOKEN=$ADMIN
+export SPIN_VARIABLE_TOKEN_ENCRYPTION_KEYS="k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+# Ingestion only: no forwarder schedule, TikTok unreachable (events stay queued).
+export SPIN_VARIABLE_TIKTOK_API_BASE_URL=http://127.0.0.1:9
+printf '[limits]\nmax_concurrent_requests = 64\n' > "$WORK/plain.toml"
+printf '[limits]\nmax_concurrent_requests = 64\n[component.pixel-collector]\nmax_instance_reuse = 1000\n' > "$WORK/reuse.toml"
+
+wait_for() {
+  for _ in $(seq 1 400); do curl -sf "http://$1/$2" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "server on $1 did not come up" >&2; return 1
+}
+
+# Prints "req/s p50_ms p99_ms" for wrk against $1 (URL) with optional script.
+measure() {
+  wrk -t2 -c32 -d"${DURATION}s" --latency ${2:+-s "$2"} "$1" >"$WORK/wrk.txt"
+  grep -q "Non-2xx" "$WORK/wrk.txt" && { echo "errors:" >&2; cat "$WORK/wrk.txt" >&2; }
+  awk '
+    /Requests\/sec/ {rps=$2}
+    /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    END { printf "%.0f %.2f %.2f\n", rps, ms(p50), ms(p99) }' "$WORK/wrk.txt"
+}
+
+edge_pixel() { # runtime-config -> prints pid, leaves server on 3911 with a pixel in $WORK/pixel
+  rm -rf "$WORK/data"
+  TIKTOK_EDGE_LOG=warn "$EDGE" up --listen 127.0.0.1:3911 --data-dir "$WORK/data" --runtime-config "$1" >/dev/null 2>&1 &
+  echo $! > "$WORK/pid"
+  wait_for 127.0.0.1:3911 info/pixel-collector
+  curl -sf -H "authorization: Bearer $ADMIN" -d '{"id":"bench"}' http://127.0.0.1:3911/v1/orgs >/dev/null
+  curl -sf -H "authorization: Bearer $ADMIN" -d '{"pixel_code":"BENCHPIXEL","access_token":"t","default_country":"US"}' \
+    http://127.0.0.1:3911/v1/orgs/bench/pixels | sed 's/.*"id":"\(px_[0-9a-f]*\)".*/\1/' > "$WORK/pixel"
+}
+
+rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$(cat "$WORK/pid")/status"; }
+
+printf '%-48s %10s %10s %8s %8s\n' "scenario (wrk -t2 -c32, ${DURATION}s)" "req/s" "events/s" "p50 ms" "p99 ms"
+row() { set -- "$1" $2 "$3"; printf '%-48s %10s %10s %8s %8s\n' "$1" "$2" "$5" "$3" "$4"; }
+ev() { awk -v r="$1" -v b="$2" 'BEGIN { printf "%.0f", r * b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+"$WASMTIME" serve -Scli --addr 127.0.0.1:3912 "$HELLO" >/dev/null 2>&1 &
+wait_for 127.0.0.1:3912 ""
+y=$(measure http://127.0.0.1:3912/)
+kill %% ; wait %% 2>/dev/null || true
+row "yardstick: wasmtime serve, trivial component" "$y" "-"
+
+declare -A R
+for mode in plain reuse; do
+  for batch in 1 50; do
+    edge_pixel "$WORK/$mode.toml"
+    m=$(PIXEL=$(cat "$WORK/pixel") BATCH=$batch measure "http://127.0.0.1:3911/pixel/events" bench/events.lua)
+    R[$mode$batch]=$(ev "${m%% *}" $batch)
+    row "tiktok-edge pixel, $mode instances, batch $batch" "$m" "${R[$mode$batch]}"
+    echo "  peak RSS $(rss_mb) MB; stored: $(curl -sf -H "authorization: Bearer $ADMIN" http://127.0.0.1:3911/v1/orgs/bench/pixels/$(cat "$WORK/pixel")/stats)"
+    kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
+  done
+done
+echo
+echo "durable single events / yardstick, fresh instances: $(ratio "${R[plain1]}" "${y%% *}")  (goal >= 0.8)"
+echo "durable single events / yardstick, reuse:           $(ratio "${R[reuse1]}" "${y%% *}")  (goal >= 1.0)"
+echo "50-event batches, events/s:                         ${R[reuse50]} reuse, ${R[plain50]} fresh  (goal >= 150000)"
+echo
+cargo bench -q -p tiktok-edge --bench ingest

@@ -1,0 +1,161 @@
+//! The wasm tax on the pixel hot path: the same `POST /pixel/events` handling (core's
+//! `pixel_api::handle`) against the same SQLite store, once natively and once through
+//! tiktok-edge's `App` (routing, a fresh pixel-collector instance, WASI), without TCP.
+//! `cargo bench -p tiktok-edge --bench ingest`
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tiktok_edge::kv::KeyValueBackend;
+use tiktok_edge::kv::sqlite::SqliteBackend;
+use tiktok_edge::{App, AppOptions};
+use tiktok_edge_core::ApiError;
+use tiktok_edge_core::env::{Config, Env};
+use tiktok_edge_core::http::Request;
+use tiktok_edge_core::tiktok::{IncomingResponse, OutgoingRequest, Transport, TransportError};
+
+const ADMIN: &str = "bench-admin";
+const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+struct Native(SqliteBackend);
+fn storage(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Storage(e.to_string())
+}
+impl tiktok_edge_core::kv::KeyValue for Native {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        self.0.get("default", key).map_err(storage)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.0.set("default", key, value).map_err(storage)
+    }
+    fn delete(&self, key: &str) -> Result<(), ApiError> {
+        self.0.delete("default", key).map_err(storage)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+        self.0.increment("default", key, delta).map_err(storage)
+    }
+    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, ApiError> {
+        self.0.compare_and_swap("default", key, expected, new).map_err(storage)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        Ok(self.0.get_many("default", keys).map_err(storage)?.into_iter().map(|(_, v)| v).collect())
+    }
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
+        self.0.set_many("default", entries).map_err(storage)
+    }
+}
+
+struct Vars;
+impl Config for Vars {
+    fn get(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(match name {
+            "admin_token" => Some(ADMIN.into()),
+            "token_encryption_keys" => Some(KEYS.into()),
+            "tiktok_api_base_url" => Some("http://127.0.0.1:9".into()),
+            _ => None,
+        })
+    }
+}
+
+struct NoTikTok;
+impl Transport for NoTikTok {
+    fn send(&self, _: &OutgoingRequest) -> Result<IncomingResponse, TransportError> {
+        Err(TransportError("ingestion never calls TikTok".into()))
+    }
+    fn sleep(&self, _: Duration) {}
+}
+
+fn body(batch: usize, round: usize) -> String {
+    let events: Vec<_> = (0..batch)
+        .map(|i| json!({"event": "AddToCart", "event_id": format!("r{round}-{i}"),
+            "user": {"email": format!("Shopper{i}@Example.com"), "phone": "+1 213 373 4253"},
+            "page": {"url": "https://shop.example/p?ttclid=abc"}, "properties": {"value": 9.5, "currency": "USD"}}))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
+    let kv = Native(SqliteBackend::open(&dir.join("native.sqlite")).unwrap());
+    let env = Env { kv: &kv, config: &Vars, transport: &NoTikTok, now: now() };
+    let admin = |method: &str, path: &str, body: &str| {
+        let req = Request::new(method, path).with_header("authorization", &format!("Bearer {ADMIN}")).with_body(body);
+        tiktok_edge_core::oauth_api::handle(&env, &req).unwrap()
+    };
+    admin("POST", "/v1/orgs", r#"{"id":"bench"}"#);
+    let req = Request::new("POST", "/v1/orgs/bench/pixels")
+        .with_header("authorization", &format!("Bearer {ADMIN}"))
+        .with_body(r#"{"pixel_code":"BENCH","access_token":"t"}"#);
+    let created = tiktok_edge_core::pixel_api::handle(&env, &req, "").unwrap();
+    let pixel: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    let path = format!("/pixel/events?pixel={}", pixel["id"].as_str().unwrap());
+    let start = Instant::now();
+    for round in 0..rounds {
+        let req = Request::new("POST", &path).with_body(body(batch, round)).with_header("spin-client-addr", "127.0.0.1:1");
+        let r = tiktok_edge_core::pixel_api::handle(&env, &req, "").unwrap();
+        assert_eq!(r.status, 200);
+    }
+    start.elapsed()
+}
+
+async fn send(app: &App, method: &str, path: &str, body: String) -> (u16, Bytes) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let r = app.handle(req, "127.0.0.1:1".parse().unwrap()).await;
+    let status = r.status().as_u16();
+    (status, r.into_body().collect().await.unwrap().to_bytes())
+}
+
+async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let manifest = std::fs::read_to_string(workspace.join("spin.toml")).unwrap().replace(
+        "source = \"target/components/wasm32-wasip2/component/",
+        &format!("source = \"{}/", env!("TIKTOK_EDGE_COMPONENTS_DIR")),
+    );
+    let manifest_path = dir.join(format!("spin-{batch}.toml"));
+    std::fs::write(&manifest_path, manifest).unwrap();
+    let mut options = AppOptions::new(&manifest_path, dir.join(format!("data-{batch}")));
+    for (k, v) in [("admin_token", ADMIN), ("token_encryption_keys", KEYS), ("tiktok_api_base_url", "http://127.0.0.1:9")] {
+        options.variables.insert(k.into(), v.into());
+    }
+    let app = App::load(options).unwrap();
+    send(&app, "POST", "/v1/orgs", r#"{"id":"bench"}"#.into()).await;
+    let (_, created) = send(&app, "POST", "/v1/orgs/bench/pixels", r#"{"pixel_code":"BENCH","access_token":"t"}"#.into()).await;
+    let pixel: serde_json::Value = serde_json::from_slice(&created).unwrap();
+    let path = format!("/pixel/events?pixel={}", pixel["id"].as_str().unwrap());
+    let start = Instant::now();
+    for round in 0..rounds {
+        let (status, _) = send(&app, "POST", &path, body(batch, round)).await;
+        assert_eq!(status, 200);
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!("one request at a time, same handler, same SQLite store (WAL):");
+    for (batch, rounds) in [(1usize, 3000usize), (50, 200)] {
+        let n = native(dir.path(), batch, rounds);
+        let w = runtime.block_on(wasm(dir.path(), batch, rounds));
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / (batch * rounds) as f64;
+        println!(
+            "  batch {batch:>2}: native {:>7.1} µs/event ({:>7.0} events/s)  wasm {:>7.1} µs/event ({:>7.0} events/s)  wasm/native throughput {:.2}",
+            per(n),
+            1e6 / per(n),
+            per(w),
+            1e6 / per(w),
+            per(n) / per(w)
+        );
+    }
+}
