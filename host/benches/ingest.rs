@@ -36,11 +36,24 @@ impl tiktok_edge_core::kv::KeyValue for Native {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
         self.0.increment("default", key, delta).map_err(storage)
     }
-    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, ApiError> {
-        self.0.compare_and_swap("default", key, expected, new).map_err(storage)
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, ApiError> {
+        self.0
+            .compare_and_swap("default", key, expected, new)
+            .map_err(storage)
     }
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
-        Ok(self.0.get_many("default", keys).map_err(storage)?.into_iter().map(|(_, v)| v).collect())
+        Ok(self
+            .0
+            .get_many("default", keys)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
         self.0.set_many("default", entries).map_err(storage)
@@ -77,14 +90,24 @@ fn body(batch: usize, round: usize) -> String {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
-    let kv = Native(SqliteBackend::open(&dir.join("native.sqlite")).unwrap());
-    let env = Env { kv: &kv, config: &Vars, transport: &NoTikTok, now: now() };
+    let kv = Native(SqliteBackend::open(&dir.join(format!("native-{batch}.sqlite"))).unwrap());
+    let env = Env {
+        kv: &kv,
+        config: &Vars,
+        transport: &NoTikTok,
+        now: now(),
+    };
     let admin = |method: &str, path: &str, body: &str| {
-        let req = Request::new(method, path).with_header("authorization", &format!("Bearer {ADMIN}")).with_body(body);
+        let req = Request::new(method, path)
+            .with_header("authorization", &format!("Bearer {ADMIN}"))
+            .with_body(body);
         tiktok_edge_core::oauth_api::handle(&env, &req).unwrap()
     };
     admin("POST", "/v1/orgs", r#"{"id":"bench"}"#);
@@ -96,7 +119,9 @@ fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
     let path = format!("/pixel/events?pixel={}", pixel["id"].as_str().unwrap());
     let start = Instant::now();
     for round in 0..rounds {
-        let req = Request::new("POST", &path).with_body(body(batch, round)).with_header("spin-client-addr", "127.0.0.1:1");
+        let req = Request::new("POST", &path)
+            .with_body(body(batch, round))
+            .with_header("spin-client-addr", "127.0.0.1:1");
         let r = tiktok_edge_core::pixel_api::handle(&env, &req, "").unwrap();
         assert_eq!(r.status, 200);
     }
@@ -118,19 +143,31 @@ async fn send(app: &App, method: &str, path: &str, body: String) -> (u16, Bytes)
 
 async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let manifest = std::fs::read_to_string(workspace.join("spin.toml")).unwrap().replace(
-        "source = \"target/components/wasm32-wasip2/component/",
-        &format!("source = \"{}/", env!("TIKTOK_EDGE_COMPONENTS_DIR")),
-    );
+    let manifest = std::fs::read_to_string(workspace.join("spin.toml"))
+        .unwrap()
+        .replace(
+            "source = \"target/components/wasm32-wasip2/component/",
+            &format!("source = \"{}/", env!("TIKTOK_EDGE_COMPONENTS_DIR")),
+        );
     let manifest_path = dir.join(format!("spin-{batch}.toml"));
     std::fs::write(&manifest_path, manifest).unwrap();
     let mut options = AppOptions::new(&manifest_path, dir.join(format!("data-{batch}")));
-    for (k, v) in [("admin_token", ADMIN), ("token_encryption_keys", KEYS), ("tiktok_api_base_url", "http://127.0.0.1:9")] {
+    for (k, v) in [
+        ("admin_token", ADMIN),
+        ("token_encryption_keys", KEYS),
+        ("tiktok_api_base_url", "http://127.0.0.1:9"),
+    ] {
         options.variables.insert(k.into(), v.into());
     }
     let app = App::load(options).unwrap();
     send(&app, "POST", "/v1/orgs", r#"{"id":"bench"}"#.into()).await;
-    let (_, created) = send(&app, "POST", "/v1/orgs/bench/pixels", r#"{"pixel_code":"BENCH","access_token":"t"}"#.into()).await;
+    let (_, created) = send(
+        &app,
+        "POST",
+        "/v1/orgs/bench/pixels",
+        r#"{"pixel_code":"BENCH","access_token":"t"}"#.into(),
+    )
+    .await;
     let pixel: serde_json::Value = serde_json::from_slice(&created).unwrap();
     let path = format!("/pixel/events?pixel={}", pixel["id"].as_str().unwrap());
     let start = Instant::now();
@@ -143,7 +180,10 @@ async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("one request at a time, same handler, same SQLite store (WAL):");
     for (batch, rounds) in [(1usize, 3000usize), (50, 200)] {
         let n = native(dir.path(), batch, rounds);

@@ -22,6 +22,10 @@ pub fn new_engine(max_instances: u32, max_memory_bytes: usize) -> Result<Engine>
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
+    // `TIKTOK_EDGE_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf` names guest functions.
+    if std::env::var_os("TIKTOK_EDGE_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances);
     // A component built with the preview1 adapter has two core instances and memories.
@@ -30,6 +34,10 @@ pub fn new_engine(max_instances: u32, max_memory_bytes: usize) -> Result<Engine>
     pool.total_tables(max_instances * 4);
     pool.total_stacks(max_instances);
     pool.max_memory_size(max_memory_bytes);
+    // Reset the first pages of a freed instance's memory and tables with memset instead
+    // of madvise: a request touches little memory, and madvise's TLB flushes cost more.
+    pool.linear_memory_keep_resident(1 << 20);
+    pool.table_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).context("creating the wasmtime engine")
 }

@@ -63,18 +63,6 @@ impl SqliteBackend {
     }
 }
 
-/// Runs blocking SQLite work so it does not stall the async runtime's other tasks (a
-/// busy lock can wait up to the busy timeout): on a multi-threaded tokio runtime the
-/// worker hands its other tasks off first, as Spin does.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 fn decode_counter(bytes: &[u8]) -> Result<i64, KvError> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| KvError::NotACounter)?;
     Ok(i64::from_le_bytes(arr))
@@ -145,7 +133,7 @@ impl KeyValueBackend for SqliteBackend {
 
     fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         check_key(key)?;
-        blocking(|| {
+        {
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn.transaction().map_err(backend)?;
             let current: Option<Vec<u8>> = tx
@@ -168,7 +156,7 @@ impl KeyValueBackend for SqliteBackend {
             .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(new)
-        })
+        }
     }
 
     fn compare_and_swap(
