@@ -186,3 +186,197 @@ async fn acknowledged_events_survive_kill_9_and_arrive_once() {
         acked.len()
     );
 }
+
+/// A creator connection of `org` made through the mock's consent page; returns its open_id.
+async fn creator_connection(http: &reqwest::Client, base: &str, org: &str) -> String {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started: Value = http
+        .post(format!("{base}/v1/orgs/{org}/connections/start"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"kind": "creator"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let consent = format!(
+        "{}&auto_approve=1",
+        started["authorization_url"].as_str().unwrap()
+    );
+    let to_callback = no_redirects.get(consent).send().await.unwrap();
+    let callback = to_callback.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let done = no_redirects.get(callback).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let list: Value = http
+        .get(format!("{base}/v1/orgs/{org}/connections"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["connections"][0]["open_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Webhooks: `kill -9` while deliveries are being acknowledged and processed; after the
+/// restart every acknowledged delivery is processed, and listed for the organization it
+/// concerns exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_webhooks_survive_kill_9_and_are_processed_once() {
+    let config = MockConfig::default();
+    let mock = MockServer::start(config.clone()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr) = up(data.path(), &mock.url());
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let created = http
+        .post(format!("{base}/v1/orgs"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let open_id = creator_connection(&http, &base, "acme").await;
+
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let (http, acked, stop, open_id, secret) = (
+            http.clone(),
+            acked.clone(),
+            stop.clone(),
+            open_id.clone(),
+            config.app_secret.clone(),
+        );
+        let url = format!("{base}/webhooks/tiktok/{}", config.app_id);
+        let client_key = config.app_id.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let body = tiktok_mock::webhooks::delivery_body(
+                    &client_key,
+                    "video.publish.completed",
+                    now,
+                    &open_id,
+                    &json!({"share_id": format!("video.s{sender}-{n}")}),
+                );
+                let sent = http
+                    .post(&url)
+                    .header(
+                        "tiktok-signature",
+                        tiktok_mock::webhooks::signature_header(&secret, now, &body),
+                    )
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() == 200 {
+                    if let Ok(v) = response.json::<Value>().await {
+                        if v["duplicate"] == false {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(v["id"].as_str().unwrap().to_string());
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "only {} deliveries were acknowledged",
+        acked.len()
+    );
+
+    let (mut child, addr) = up(data.path(), &mock.url());
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let mut ids = Vec::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            let page: Value = http
+                .get(format!(
+                    "{base}/v1/orgs/acme/webhooks/deliveries?limit=200{}",
+                    cursor.map_or(String::new(), |c| format!("&cursor={c}"))
+                ))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for d in page["deliveries"].as_array().unwrap() {
+                ids.push((
+                    d["id"].as_str().unwrap().to_string(),
+                    d["processed_at"].as_i64().unwrap_or(0),
+                ));
+            }
+            match page["next_cursor"].as_u64() {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let done = acked.iter().all(|id| ids.iter().any(|(i, _)| i == id));
+        if done || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let missing = acked
+        .iter()
+        .filter(|id| !listed.iter().any(|(i, _)| i == *id))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged deliveries were never processed",
+        acked.len()
+    );
+    let distinct: HashSet<&String> = listed.iter().map(|(i, _)| i).collect();
+    assert_eq!(
+        distinct.len(),
+        listed.len(),
+        "a delivery was listed (processed) twice"
+    );
+    let after_restart = listed.iter().filter(|(_, at)| *at >= killed_at).count();
+    println!(
+        "{} deliveries acknowledged before kill -9; {after_restart} processed after the restart; each listed once",
+        acked.len()
+    );
+}

@@ -10,6 +10,7 @@ use crate::crypto::{random_bytes, random_token};
 use crate::env::Env;
 use crate::events::{self, Context};
 use crate::kv::IdIndex;
+use crate::lease;
 use crate::pixel_queue::{DeadLetter, Queue, QueuedEvent, stat};
 use crate::pixels::{self, ALL_PIXELS, Pixel};
 use crate::tiktok::{Call, CodeClass, TikTokError};
@@ -184,66 +185,21 @@ pub struct FlushReport {
     pub busy: usize,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Lease {
-    owner: String,
-    until: i64,
-}
-
 fn lease_key(pixel: &str) -> String {
     format!("pq/{pixel}/lease")
 }
 
 fn take_lease(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
-    let key = lease_key(pixel);
-    let current = env.kv.get(&key)?;
-    if let Some(bytes) = &current {
-        if let Ok(l) = serde_json::from_slice::<Lease>(bytes) {
-            if l.until > env.now && l.owner != owner {
-                return Ok(false);
-            }
-        }
-    }
-    let mine = serde_json::to_vec(&Lease {
-        owner: owner.to_string(),
-        until: env.now + LEASE_SECS,
-    })
-    .expect("leases serialize");
-    env.kv.compare_and_swap(&key, current.as_deref(), &mine)
+    lease::take(env.kv, &lease_key(pixel), owner, env.now, LEASE_SECS)
 }
 
 /// Extends our lease before each batch; `false` if it is no longer ours.
 fn renew_lease(env: &Env, pixel: &str, owner: &str) -> Result<bool, ApiError> {
-    let key = lease_key(pixel);
-    let Some(current) = env.kv.get(&key)? else {
-        return Ok(false);
-    };
-    let ours = serde_json::from_slice::<Lease>(&current)
-        .is_ok_and(|l| l.owner == owner && l.until > env.now);
-    if !ours {
-        return Ok(false);
-    }
-    let renewed = serde_json::to_vec(&Lease {
-        owner: owner.to_string(),
-        until: env.now + LEASE_SECS,
-    })
-    .expect("leases serialize");
-    env.kv.compare_and_swap(&key, Some(&current), &renewed)
+    lease::renew(env.kv, &lease_key(pixel), owner, env.now, LEASE_SECS)
 }
 
 fn release_lease(env: &Env, pixel: &str, owner: &str) -> Result<(), ApiError> {
-    let key = lease_key(pixel);
-    if let Some(current) = env.kv.get(&key)? {
-        if serde_json::from_slice::<Lease>(&current).is_ok_and(|l| l.owner == owner) {
-            let free = serde_json::to_vec(&Lease {
-                owner: String::new(),
-                until: 0,
-            })
-            .expect("leases serialize");
-            env.kv.compare_and_swap(&key, Some(&current), &free)?;
-        }
-    }
-    Ok(())
+    lease::release(env.kv, &lease_key(pixel), owner)
 }
 
 /// Exponential backoff with jitter for attempt `n` (from 1): 2 s, 4 s, … up to 10 min.

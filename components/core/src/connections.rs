@@ -8,6 +8,9 @@
 //! - `tokens/{id}`: the sealed tokens (see [`crate::vault`]);
 //! - `advertisers/{advertiser_id}`: which connection acts for that advertiser.
 //!
+//! And one deployment-wide index, `openid/{sha256(open_id)}`: the `{org}/{connection}`
+//! pairs holding a TikTok account, so a webhook naming the account finds them.
+//!
 //! A failure while storing a connection undoes what was written (see [`store`]); readers
 //! that find an advertiser mapping without its record treat the advertiser as not connected.
 
@@ -100,6 +103,22 @@ fn token_key(org: &OrgId, id: &str) -> String {
     format!("{}tokens/{id}", org.key_prefix())
 }
 
+fn open_id_key(open_id: &str) -> String {
+    format!("openid/{}", crate::crypto::sha256_hex(open_id.as_bytes()))
+}
+
+/// The connections (of any organization) that hold the TikTok account `open_id`.
+pub fn by_open_id(env: &Env, open_id: &str) -> Result<Vec<(OrgId, String)>, ApiError> {
+    Ok(IdIndex::new(env.kv, open_id_key(open_id))
+        .list()?
+        .into_iter()
+        .filter_map(|entry| {
+            let (org, id) = entry.split_once('/')?;
+            Some((OrgId::parse(org).ok()?, id.to_string()))
+        })
+        .collect())
+}
+
 fn advertiser_key(org: &OrgId, advertiser_id: &str) -> String {
     format!("{}advertisers/{advertiser_id}", org.key_prefix())
 }
@@ -138,6 +157,13 @@ pub fn store(
         vault::put_secret(env.kv, &keyring, &token_key(org, &connection.id), &sealed)?;
         set_json(env.kv, &record_key(org, &connection.id), connection)?;
         IdIndex::new(env.kv, index_key(org)).insert(&connection.id)?;
+        if let Some(open_id) = &connection.open_id {
+            IdIndex::new(env.kv, open_id_key(open_id)).insert(&format!(
+                "{}/{}",
+                org.as_str(),
+                connection.id
+            ))?;
+        }
         for a in &connection.advertisers {
             let key = advertiser_key(org, &a.advertiser_id);
             replaced.push((key.clone(), env.kv.get(&key)?));
@@ -155,6 +181,13 @@ pub fn store(
         }
         let _ = env.kv.delete(&record_key(org, &connection.id));
         let _ = IdIndex::new(env.kv, index_key(org)).remove(&connection.id);
+        if let Some(open_id) = &connection.open_id {
+            let _ = IdIndex::new(env.kv, open_id_key(open_id)).remove(&format!(
+                "{}/{}",
+                org.as_str(),
+                connection.id
+            ));
+        }
         let _ = vault::delete_secret(env.kv, &token_key(org, &connection.id));
     }
     result
@@ -467,6 +500,53 @@ pub fn creator_access_token(
     }
     let token = tokens(env, org, id)?.access_token;
     Ok((c, token))
+}
+
+/// Fixtures other modules' tests build on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::testing::TestEnv;
+
+    /// Stores an active creator connection of `org` holding TikTok account `open_id`;
+    /// returns its id and the org.
+    pub fn creator_connection(t: &TestEnv, org: &str, open_id: &str) -> (String, OrgId) {
+        let org = OrgId::parse(org).unwrap();
+        let env = t.env();
+        let c = Connection {
+            id: new_id().unwrap(),
+            org: org.as_str().to_string(),
+            kind: Kind::Creator,
+            status: Status::Active,
+            advertisers: Vec::new(),
+            open_id: Some(open_id.to_string()),
+            scopes: Vec::new(),
+            created_at: env.now,
+            updated_at: env.now,
+            access_expires_at: Some(env.now + 86_400),
+            refresh_expires_at: Some(env.now + 365 * 86_400),
+            last_checked_at: None,
+            last_error: None,
+        };
+        let tokens = Tokens {
+            access_token: format!("cat.{open_id}"),
+            refresh_token: Some(format!("crt.{open_id}")),
+        };
+        store(&env, &org, &c, &tokens).unwrap();
+        (c.id, org)
+    }
+
+    #[test]
+    fn creator_connections_are_found_by_open_id_across_orgs() {
+        let t = TestEnv::new();
+        let (a, org_a) = creator_connection(&t, "org-a", "open-1");
+        let (b, org_b) = creator_connection(&t, "org-b", "open-1");
+        creator_connection(&t, "org-b", "open-2");
+        let mut found = by_open_id(&t.env(), "open-1").unwrap();
+        found.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        assert_eq!(found, [(org_a, a), (org_b, b)]);
+        assert!(by_open_id(&t.env(), "open-3").unwrap().is_empty());
+    }
 }
 
 #[cfg(test)]

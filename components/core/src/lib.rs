@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod oauth;
 pub mod oauth_api;
 pub mod oauth_state;
@@ -23,6 +24,8 @@ pub mod pixel_queue;
 pub mod pixels;
 pub mod tiktok;
 pub mod vault;
+pub mod webhook_api;
+pub mod webhooks;
 
 #[cfg(test)]
 mod testing;

@@ -2,9 +2,9 @@
 
 tiktok_edge_guest::component_bindings!("tiktok:edge/webhook-receiver");
 
-use exports::tiktok::edge::webhooks::Guest as Capability;
+use exports::tiktok::edge::webhooks::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::orgs;
+use tiktok_edge_core::{webhook_api, webhooks};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -14,11 +14,51 @@ use tiktok_edge_guest::{ApiError, info};
 const NAME: &str = "webhook-receiver";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+fn n(v: usize) -> u32 {
+    v.min(u32::MAX as usize) as u32
+}
+
 struct Component;
 
 impl Capability for Component {
     fn info() -> Result<ComponentInfo, Error> {
         info::component_info(NAME, VERSION).map_err(Error::from)
+    }
+
+    fn process() -> Result<wit::ProcessReport, Error> {
+        let r = with_env(webhooks::process)?;
+        Ok(wit::ProcessReport {
+            apps: n(r.apps),
+            processed: n(r.processed),
+            retrying: n(r.retrying),
+            dead: n(r.dead),
+            busy: n(r.busy),
+        })
+    }
+
+    fn stats() -> Result<Vec<wit::AppStats>, Error> {
+        let all = with_env(|env| {
+            webhooks::apps(env)?
+                .iter()
+                .map(|a| webhooks::stats(env, a))
+                .collect::<Result<Vec<_>, ApiError>>()
+        })?;
+        Ok(all
+            .into_iter()
+            .map(|s| wit::AppStats {
+                app: s.app,
+                counters: s
+                    .counters
+                    .into_iter()
+                    .map(|(name, v)| wit::Counter {
+                        name,
+                        value: v.as_i64().unwrap_or(0),
+                    })
+                    .collect(),
+                pending: s.pending,
+                dead_letters: n(s.dead_letters),
+            })
+            .collect())
     }
 }
 
@@ -35,12 +75,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/webhook-receiver") => Ok(Response::method_not_allowed("GET")),
-        // Every organization route checks the caller's key first, even before this
-        // component serves anything under it.
-        (_, path) => with_env(|env| {
-            orgs::guard(env, req)?;
-            Err(ApiError::NotFound(format!("no route for {path} in {NAME}")))
-        }),
+        _ => with_env(|env| webhook_api::handle(env, req)),
     }
 }
 
