@@ -82,7 +82,7 @@ pub fn ingest(
         rejected: Vec::new(),
         event_ids: Vec::with_capacity(list.len()),
     };
-    let mut accepted: Vec<QueuedEvent> = Vec::new();
+    let mut prepared: Vec<Value> = Vec::new();
     let mut sightings: Vec<(String, String)> = Vec::new();
     for (index, raw) in list.iter().enumerate() {
         let mut event = raw.clone();
@@ -105,15 +105,8 @@ pub fn ingest(
             Ok(data) => {
                 let name = data["event"].as_str().unwrap_or_default().to_string();
                 let id = data["event_id"].as_str().unwrap_or_default().to_string();
-                if queue.first_sighting(&name, &id, env.now)? {
-                    accepted.push(QueuedEvent {
-                        data,
-                        received_at: env.now,
-                    });
-                    sightings.push((name, id));
-                } else {
-                    report.deduplicated += 1;
-                }
+                sightings.push((name, id));
+                prepared.push(data);
             }
             Err(r) => report.rejected.push(RejectedEvent {
                 index,
@@ -122,9 +115,23 @@ pub fn ingest(
             }),
         }
     }
+    let fresh = queue.first_sightings(&sightings, env.now)?;
+    let mut accepted: Vec<QueuedEvent> = Vec::with_capacity(prepared.len());
+    let mut marked: Vec<&(String, String)> = Vec::with_capacity(prepared.len());
+    for ((data, new), sighting) in prepared.into_iter().zip(fresh).zip(&sightings) {
+        if new {
+            accepted.push(QueuedEvent {
+                data,
+                received_at: env.now,
+            });
+            marked.push(sighting);
+        } else {
+            report.deduplicated += 1;
+        }
+    }
     if let Err(e) = queue.enqueue(&accepted) {
         // Nothing was stored: let a retry of this request count as new.
-        for (name, id) in &sightings {
+        for (name, id) in marked {
             let _ = queue.forget_sighting(name, id);
         }
         return Err(e);
@@ -435,6 +442,30 @@ mod tests {
                 body["data"].as_array().unwrap().clone()
             })
             .collect()
+    }
+
+    #[test]
+    fn batches_deduplicate_against_earlier_requests_and_within_themselves() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let first = ingest(&t.env(), &p, &events(3, "a"), &ctx(&t)).unwrap();
+        assert_eq!((first.accepted, first.deduplicated), (3, 0));
+        let mut batch = events(2, "a"); // seen in the first request
+        batch.extend(events(2, "b"));
+        batch.push(json!({"event": "AddToCart", "event_id": "b-0"})); // repeat within
+        batch.push(json!({"event": "ViewContent", "event_id": "b-0"})); // other event, same id
+        let second = ingest(&t.env(), &p, &batch, &ctx(&t)).unwrap();
+        assert_eq!((second.accepted, second.deduplicated), (3, 3));
+        t.now
+            .set(t.now.get() + crate::pixel_queue::DEDUP_WINDOW_SECS + 1);
+        let later = ingest(&t.env(), &p, &events(2, "a"), &ctx(&t)).unwrap();
+        assert_eq!(
+            (later.accepted, later.deduplicated),
+            (2, 0),
+            "after 48 h an id is new again"
+        );
+        let single = ingest(&t.env(), &p, &events(1, "a"), &ctx(&t)).unwrap();
+        assert_eq!((single.accepted, single.deduplicated), (0, 1));
     }
 
     #[test]

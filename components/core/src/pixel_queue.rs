@@ -147,10 +147,7 @@ impl<'a> Queue<'a> {
 
     /// Marks (pixel, event, event_id) as seen at `now`; `false` if it was seen within 48 h.
     pub fn first_sighting(&self, event: &str, event_id: &str, now: i64) -> Result<bool, ApiError> {
-        let key = self.key(&format!(
-            "dedup/{}",
-            sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
-        ));
+        let key = self.dedup_key(event, event_id);
         let stamp = now.to_string();
         if self.kv.compare_and_swap(&key, None, stamp.as_bytes())? {
             return Ok(true);
@@ -167,13 +164,56 @@ impl<'a> Queue<'a> {
             .compare_and_swap(&key, Some(&seen), stamp.as_bytes())
     }
 
-    /// Forgets a dedup mark (an accepted event whose storage then failed).
-    pub fn forget_sighting(&self, event: &str, event_id: &str) -> Result<(), ApiError> {
-        let key = self.key(&format!(
+    /// [`Self::first_sighting`] for the events of one request: one read and one write
+    /// for the whole batch instead of a compare-and-swap per event. A repeat inside the
+    /// batch counts as seen. Two requests racing with the same event_id may both see it
+    /// as new; TikTok drops the second by the same (event, event_id) key within the same
+    /// 48 h, so it is still counted once there. A single event keeps the exact path.
+    pub fn first_sightings(
+        &self,
+        events: &[(String, String)],
+        now: i64,
+    ) -> Result<Vec<bool>, ApiError> {
+        if events.len() <= 1 {
+            return events
+                .iter()
+                .map(|(event, id)| self.first_sighting(event, id, now))
+                .collect();
+        }
+        let keys: Vec<String> = events
+            .iter()
+            .map(|(event, id)| self.dedup_key(event, id))
+            .collect();
+        let seen = self.kv.get_many(&keys)?;
+        let stamp = now.to_string().into_bytes();
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut marks: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut in_batch = std::collections::HashSet::new();
+        for (key, seen) in keys.into_iter().zip(seen) {
+            let seen_at = seen.map(|v| String::from_utf8_lossy(&v).parse::<i64>().unwrap_or(0));
+            let new = seen_at.is_none_or(|at| now - at > DEDUP_WINDOW_SECS)
+                && in_batch.insert(key.clone());
+            if new {
+                marks.push((key, stamp.clone()));
+            }
+            fresh.push(new);
+        }
+        if !marks.is_empty() {
+            self.kv.set_many(&marks)?;
+        }
+        Ok(fresh)
+    }
+
+    fn dedup_key(&self, event: &str, event_id: &str) -> String {
+        self.key(&format!(
             "dedup/{}",
             sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
-        ));
-        self.kv.delete(&key)
+        ))
+    }
+
+    /// Forgets a dedup mark (an accepted event whose storage then failed).
+    pub fn forget_sighting(&self, event: &str, event_id: &str) -> Result<(), ApiError> {
+        self.kv.delete(&self.dedup_key(event, event_id))
     }
 
     pub fn count(&self, name: &str, delta: i64) -> Result<(), ApiError> {
