@@ -187,6 +187,14 @@ fn main() {
     println!("one request at a time, same handler, same SQLite store (WAL):");
     for (batch, rounds) in [(1usize, 3000usize), (50, 200)] {
         let n = native(dir.path(), batch, rounds);
+        if std::env::var_os("INGEST_NATIVE_ONLY").is_some() {
+            // For profiling the core logic alone (`perf record`).
+            println!(
+                "  batch {batch:>2}: native {:>7.1} µs/event",
+                n.as_secs_f64() * 1e6 / (batch * rounds) as f64
+            );
+            continue;
+        }
         let w = runtime.block_on(wasm(dir.path(), batch, rounds));
         let per = |d: Duration| d.as_secs_f64() * 1e6 / (batch * rounds) as f64;
         println!(

@@ -61,6 +61,53 @@ fn up(data: &Path, mock: &str) -> (Child, String) {
     (child, addr)
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Four senders call `send(client, sender, n)` for n = 0, 1, … as fast as the host answers,
+/// keeping the ids it returns (what the host acknowledged); after 1.5 s the host gets
+/// SIGKILL mid-stream. Returns the acknowledged ids.
+async fn send_until_killed<F, Fut>(child: &mut Child, send: F) -> HashSet<String>
+where
+    F: Fn(reqwest::Client, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Option<String>, reqwest::Error>> + Send,
+{
+    let http = reqwest::Client::new();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let (http, acked, stop, send) = (http.clone(), acked.clone(), stop.clone(), send.clone());
+        senders.push(tokio::spawn(async move {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match send(http.clone(), sender, n).await {
+                    Ok(Some(id)) => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    Ok(None) => {}
+                    // The host is gone (or answered garbage while dying).
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    acked.lock().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9_and_arrive_once() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
@@ -98,46 +145,21 @@ async fn acknowledged_events_survive_kill_9_and_arrive_once() {
     let pixel = pixel["id"].as_str().unwrap().to_string();
 
     // Four senders post events as fast as they are acknowledged; the host dies mid-stream.
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for sender in 0..4 {
-        let (http, acked, stop, url) = (
-            http.clone(),
-            acked.clone(),
-            stop.clone(),
-            format!("{base}/pixel/events?pixel={pixel}"),
-        );
-        senders.push(tokio::spawn(async move {
-            for n in 0.. {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let id = format!("s{sender}-{n}");
-                let sent = http
-                    .post(&url)
-                    .body(json!({"event": "ViewContent", "event_id": id}).to_string())
-                    .send()
-                    .await;
-                let Ok(response) = sent else { break };
-                if response.status() == 200 {
-                    if let Ok(v) = response.json::<Value>().await {
-                        if v["accepted"] == 1 {
-                            acked.lock().unwrap().insert(id);
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in senders {
-        s.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let url = format!("{base}/pixel/events?pixel={pixel}");
+    let acked = send_until_killed(&mut child, move |http, sender, n| {
+        let url = url.clone();
+        async move {
+            let id = format!("s{sender}-{n}");
+            let response = http
+                .post(&url)
+                .body(json!({"event": "ViewContent", "event_id": id}).to_string())
+                .send()
+                .await?;
+            let v: Value = response.json().await?;
+            Ok((v["accepted"] == 1).then_some(id))
+        }
+    })
+    .await;
     assert!(
         acked.len() > 20,
         "only {} events were acknowledged before the kill",
@@ -250,70 +272,37 @@ async fn acknowledged_webhooks_survive_kill_9_and_are_processed_once() {
     assert!(created.status().is_success());
     let open_id = creator_connection(&http, &base, "acme").await;
 
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for sender in 0..4 {
-        let (http, acked, stop, open_id, secret) = (
-            http.clone(),
-            acked.clone(),
-            stop.clone(),
+    let url = format!("{base}/webhooks/tiktok/{}", config.app_id);
+    let (client_key, secret) = (config.app_id.clone(), config.app_secret.clone());
+    let acked = send_until_killed(&mut child, move |http, sender, n| {
+        let (url, client_key, secret, open_id) = (
+            url.clone(),
+            client_key.clone(),
+            secret.clone(),
             open_id.clone(),
-            config.app_secret.clone(),
         );
-        let url = format!("{base}/webhooks/tiktok/{}", config.app_id);
-        let client_key = config.app_id.clone();
-        senders.push(tokio::spawn(async move {
-            for n in 0.. {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs() as i64;
-                let body = tiktok_mock::webhooks::delivery_body(
-                    &client_key,
-                    "video.publish.completed",
-                    now,
-                    &open_id,
-                    &json!({"share_id": format!("video.s{sender}-{n}")}),
-                );
-                let sent = http
-                    .post(&url)
-                    .header(
-                        "tiktok-signature",
-                        tiktok_mock::webhooks::signature_header(&secret, now, &body),
-                    )
-                    .body(body)
-                    .send()
-                    .await;
-                let Ok(response) = sent else { break };
-                if response.status() == 200 {
-                    if let Ok(v) = response.json::<Value>().await {
-                        if v["duplicate"] == false {
-                            acked
-                                .lock()
-                                .unwrap()
-                                .insert(v["id"].as_str().unwrap().to_string());
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let killed_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in senders {
-        s.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+        async move {
+            let now = unix_now();
+            let body = tiktok_mock::webhooks::delivery_body(
+                &client_key,
+                "video.publish.completed",
+                now,
+                &open_id,
+                &json!({"share_id": format!("video.s{sender}-{n}")}),
+            );
+            let signature = tiktok_mock::webhooks::signature_header(&secret, now, &body);
+            let response = http
+                .post(&url)
+                .header("tiktok-signature", signature)
+                .body(body)
+                .send()
+                .await?;
+            let v: Value = response.json().await?;
+            Ok((v["duplicate"] == false).then(|| v["id"].as_str().unwrap_or("").to_string()))
+        }
+    })
+    .await;
+    let killed_at = unix_now();
     assert!(
         acked.len() > 20,
         "only {} deliveries were acknowledged",

@@ -34,6 +34,12 @@ impl SqliteBackend {
     }
 
     fn init(conn: Connection) -> Result<Self, KvError> {
+        // One process owns the file (the host; its CLI goes through the HTTP API): taking
+        // the lock once, instead of fcntl locks around every transaction, and keeping the
+        // WAL index in heap memory makes a small write cheaper. A second
+        // host started on the same data dir fails at start instead of sharing the file.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
