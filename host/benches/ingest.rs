@@ -175,7 +175,21 @@ async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
         let (status, _) = send(&app, "POST", &path, body(batch, round)).await;
         assert_eq!(status, 200);
     }
-    start.elapsed()
+    let elapsed = start.elapsed();
+    if batch == 1 {
+        // The fixed cost of a request through the host: the same component's smallest
+        // route (one variable, one counter increment).
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let (status, _) = send(&app, "GET", "/info/pixel-collector", String::new()).await;
+            assert_eq!(status, 200);
+        }
+        println!(
+            "  fixed cost of one request through tiktok-edge (GET /info/pixel-collector): {:.1} µs",
+            start.elapsed().as_secs_f64() * 1e6 / rounds as f64
+        );
+    }
+    elapsed
 }
 
 fn main() {
