@@ -536,6 +536,42 @@ pub(crate) mod testing {
         (c.id, org)
     }
 
+    /// Stores an active advertiser connection of `org` for `(advertiser_id, time zone)`s
+    /// with token `act.test`; returns its id.
+    pub fn advertiser_connection(t: &TestEnv, org: &str, advertisers: &[(&str, &str)]) -> String {
+        let org = OrgId::parse(org).unwrap();
+        let env = t.env();
+        let c = Connection {
+            id: new_id().unwrap(),
+            org: org.as_str().to_string(),
+            kind: Kind::Advertiser,
+            status: Status::Active,
+            advertisers: advertisers
+                .iter()
+                .map(|(id, tz)| Advertiser {
+                    advertiser_id: id.to_string(),
+                    name: format!("Advertiser {id}"),
+                    currency: Some("USD".into()),
+                    timezone: Some(tz.to_string()),
+                })
+                .collect(),
+            open_id: None,
+            scopes: Vec::new(),
+            created_at: env.now,
+            updated_at: env.now,
+            access_expires_at: None,
+            refresh_expires_at: None,
+            last_checked_at: None,
+            last_error: None,
+        };
+        let tokens = Tokens {
+            access_token: "act.test".into(),
+            refresh_token: None,
+        };
+        store(&env, &org, &c, &tokens).unwrap();
+        c.id
+    }
+
     #[test]
     fn creator_connections_are_found_by_open_id_across_orgs() {
         let t = TestEnv::new();
