@@ -559,11 +559,18 @@ mod tests {
             let dims: Vec<String> = serde_json::from_str(&p["dimensions"]).unwrap();
             let (page, size): (usize, usize) =
                 (p["page"].parse().unwrap(), p["page_size"].parse().unwrap());
+            let hours: Vec<u32> = if dims[1] == "stat_time_hour" {
+                (0..24).collect()
+            } else {
+                vec![0]
+            };
             let mut rows = Vec::new();
             for d in from.iter_days().take_while(|d| *d <= to) {
-                for e in 1..=entities {
-                    rows.push(json!({"dimensions": {dims[0].clone(): e.to_string(), "stat_time_day": format!("{d} 00:00:00")},
-                        "metrics": {"impressions": format!("{}", 100.0 + f64::from(chrono::Datelike::day(&d)) + bump), "spend": "1.50", "clicks": 3, "reach": "-"}}));
+                for h in &hours {
+                    for e in 1..=entities {
+                        rows.push(json!({"dimensions": {dims[0].clone(): e.to_string(), dims[1].clone(): format!("{d} {h:02}:00:00")},
+                            "metrics": {"impressions": format!("{}", 100.0 + f64::from(chrono::Datelike::day(&d)) + bump), "spend": "1.50", "clicks": 3, "reach": "-"}}));
+                    }
                 }
             }
             let total_page = rows.len().div_ceil(size).max(1);
@@ -676,6 +683,43 @@ mod tests {
         );
         assert_eq!(first["spend"], json!(1.5 * 95.0));
         assert_eq!(first["reach"], Value::Null, "\"-\" is no value, not zero");
+    }
+
+    #[test]
+    fn hourly_reports_are_fetched_a_day_at_a_time_and_kept_by_hour() {
+        let t = setup(2);
+        let r = SyncRequest {
+            granularity: Some(Granularity::Hour),
+            from: Some("2024-01-01".parse().unwrap()),
+            to: Some("2024-01-03".parse().unwrap()),
+            ..req("111", Level::Campaign)
+        };
+        let report = sync(&t.env(), &org(), &r).unwrap();
+        assert_eq!(
+            (report.levels[0].requests, report.levels[0].rows),
+            (3, 3 * 24 * 2)
+        );
+        assert!(
+            sent_ranges(&t).iter().all(|(a, b, _)| a == b),
+            "one day per request"
+        );
+        let q = metrics::Query {
+            advertiser: "111".into(),
+            level: Level::Campaign,
+            granularity: Granularity::Hour,
+            from: "2024-01-02".parse().unwrap(),
+            to: "2024-01-02".parse().unwrap(),
+            group_by: metrics::GroupBy::Hour,
+            entities: None,
+        };
+        let rows = metrics::query(&t.kv, &org(), &q).unwrap();
+        assert_eq!(rows.len(), 24);
+        assert_eq!(rows[5].hour, Some(5));
+        assert_eq!(
+            rows[5].to_json()["impressions"],
+            json!(2.0 * 102.0),
+            "two campaigns in hour 5"
+        );
     }
 
     #[test]
