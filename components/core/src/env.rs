@@ -48,6 +48,30 @@ impl Env<'_> {
             .filter(|v| !v.is_empty()))
     }
 
+    /// A whole-number variable within `range`, `default` when unset; anything else is a
+    /// deployment error (500) naming the variable and the range.
+    pub fn int_var(
+        &self,
+        name: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64, ApiError> {
+        match self.var(name)? {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "variable {name} must be a whole number from {} to {}, not {v:?}",
+                        range.start(),
+                        range.end()
+                    ))
+                }),
+        }
+    }
+
     /// A variable that must be set; missing is a deployment error (500) naming it.
     pub fn require(&self, name: &str) -> Result<String, ApiError> {
         self.var(name)?

@@ -139,28 +139,6 @@ pub struct SyncRequest {
     pub max_requests: Option<u32>,
 }
 
-fn int_var(
-    env: &Env,
-    name: &str,
-    default: i64,
-    range: std::ops::RangeInclusive<i64>,
-) -> Result<i64, ApiError> {
-    match env.var(name)? {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| {
-                ApiError::Internal(format!(
-                    "variable {name} must be a whole number from {} to {}, not {v:?}",
-                    range.start(),
-                    range.end()
-                ))
-            }),
-    }
-}
-
 /// The levels the scheduled sync covers.
 pub fn configured_levels(env: &Env) -> Result<Vec<Level>, ApiError> {
     match env.var(LEVELS_VARIABLE)? {
@@ -258,9 +236,9 @@ pub fn sync(env: &Env, org: &OrgId, req: &SyncRequest) -> Result<SyncReport, Api
         None => configured_levels(env)?,
     };
     let settings = Settings {
-        backfill: int_var(env, BACKFILL_VARIABLE, 30, 1..=1095)?,
-        lookback: int_var(env, LOOKBACK_VARIABLE, 3, 0..=364)?,
-        pause: Duration::from_millis((1000 / int_var(env, QPS_VARIABLE, 5, 1..=1000)?) as u64),
+        backfill: env.int_var(BACKFILL_VARIABLE, 30, 1..=1095)?,
+        lookback: env.int_var(LOOKBACK_VARIABLE, 3, 0..=364)?,
+        pause: Duration::from_millis((1000 / env.int_var(QPS_VARIABLE, 5, 1..=1000)?) as u64),
         budget,
     };
     let mut reports = Vec::new();

@@ -136,27 +136,12 @@ pub fn app(env: &Env, name: &str) -> Result<WebhookApp, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no webhook app named {name:?}")))
 }
 
-fn int_var(env: &Env, name: &str, default: i64, max: i64) -> Result<i64, ApiError> {
-    match env.var(name)? {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::Internal(format!(
-                    "variable {name} must be a whole number from 1 to {max}, not {v:?}"
-                ))
-            }),
-    }
-}
-
 pub fn tolerance_secs(env: &Env) -> Result<i64, ApiError> {
-    int_var(env, TOLERANCE_VARIABLE, DEFAULT_TOLERANCE_SECS, 86_400)
+    env.int_var(TOLERANCE_VARIABLE, DEFAULT_TOLERANCE_SECS, 1..=86_400)
 }
 
 pub fn max_body(env: &Env) -> Result<usize, ApiError> {
-    Ok(int_var(env, MAX_BODY_VARIABLE, DEFAULT_MAX_BODY as i64, 1 << 20)? as usize)
+    Ok(env.int_var(MAX_BODY_VARIABLE, DEFAULT_MAX_BODY as i64, 1..=1 << 20)? as usize)
 }
 
 /// Why a delivery was refused before anything was stored.
@@ -1180,6 +1165,18 @@ mod tests {
             !format!("{apps:?}").contains("o1"),
             "secrets stay out of Debug"
         );
+        for (name, bad) in [
+            (TOLERANCE_VARIABLE, "abc"),
+            (TOLERANCE_VARIABLE, "0"),
+            (MAX_BODY_VARIABLE, "99999999"),
+        ] {
+            t.config.0.insert(name.into(), bad.into());
+            let e = tolerance_secs(&t.env())
+                .and(max_body(&t.env()).map(|_| 0))
+                .unwrap_err();
+            assert!(e.to_string().contains(name), "{name}={bad}: {e}");
+            t.config.0.remove(name);
+        }
         for bad in ["x", "bad name:s", ":s", "a:"] {
             t.config.0.insert(APPS_VARIABLE.into(), bad.into());
             assert!(
