@@ -253,6 +253,19 @@ pub fn create_campaign(s: &mut State, token: &Token, p: &Params) -> Result<Reply
                     .unwrap_or_else(|| "REGULAR_CAMPAIGN".into())
             ),
         );
+        for key in [
+            "budget_optimize_on",
+            "campaign_product_source",
+            "special_industries",
+            "app_promotion_type",
+            "virtual_objective_type",
+            "catalog_enabled",
+            "po_number",
+        ] {
+            if let Some(v) = p.get(key) {
+                f.insert(key.into(), v.clone());
+            }
+        }
         f.insert("is_new_structure".into(), json!(true));
         // Fields TikTok's campaign/get example carries (shared/vectors).
         f.insert("roas_bid".into(), json!(0));
@@ -334,6 +347,10 @@ pub fn create_adgroup(s: &mut State, token: &Token, p: &Params) -> Result<Reply,
             "bid_type",
             "bid_price",
             "pacing",
+            "catalog_id",
+            "excluded_audience_ids",
+            "schedule_start_time",
+            "schedule_end_time",
         ] {
             if let Some(v) = p.get(key) {
                 f.insert(key.into(), v.clone());

@@ -448,7 +448,30 @@ impl AdvertiserAccess {
     /// Calls TikTok with this advertiser's token (`Access-Token`), with retries for the
     /// retryable codes. A refused token marks the connection for re-authorization.
     pub fn call(&self, env: &Env, call: Call) -> Result<Reply, ApiError> {
-        match env.tiktok()?.call(&call.token(&self.access_token)) {
+        let result = env.tiktok()?.call(&call.token(&self.access_token));
+        self.answer(env, result)
+    }
+
+    /// Like [`call`](Self::call) with the body streamed from `body` (uploads), once.
+    pub fn call_streaming(
+        &self,
+        env: &Env,
+        call: Call,
+        content_type: &str,
+        body: &mut dyn crate::tiktok::BodySource,
+    ) -> Result<Reply, ApiError> {
+        let result =
+            env.tiktok()?
+                .call_streaming(&call.token(&self.access_token), content_type, body);
+        self.answer(env, result)
+    }
+
+    fn answer(
+        &self,
+        env: &Env,
+        result: Result<Reply, crate::tiktok::TikTokError>,
+    ) -> Result<Reply, ApiError> {
+        match result {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 if e.class() == CodeClass::Reauthorize {

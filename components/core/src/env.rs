@@ -72,6 +72,30 @@ impl Env<'_> {
         }
     }
 
+    /// A number variable (amounts such as minimum budgets) within `range`, `default` when
+    /// unset; anything else is a deployment error (500) naming the variable.
+    pub fn number_var(
+        &self,
+        name: &str,
+        default: f64,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<f64, ApiError> {
+        match self.var(name)? {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "variable {name} must be a number from {} to {}, not {v:?}",
+                        range.start(),
+                        range.end()
+                    ))
+                }),
+        }
+    }
+
     /// A variable that must be set; missing is a deployment error (500) naming it.
     pub fn require(&self, name: &str) -> Result<String, ApiError> {
         self.var(name)?

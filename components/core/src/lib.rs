@@ -4,6 +4,11 @@
 //! (`cargo test -p tiktok-edge-core`). Component crates are thin bindings over this: they
 //! fill an [`env::Env`] from WASI and hand plain [`http::Request`]s to the handlers here.
 
+pub mod audiences;
+pub mod campaign_api;
+pub mod campaign_ops;
+pub mod campaigns;
+pub mod catalog;
 pub mod collector;
 pub mod connections;
 pub mod crypto;
@@ -11,11 +16,13 @@ pub mod env;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod kv;
 pub mod lease;
 pub mod metrics;
 pub mod metrics_api;
 pub mod metrics_sync;
+pub mod multipart;
 pub mod oauth;
 pub mod oauth_api;
 pub mod oauth_state;
@@ -25,8 +32,10 @@ pub mod pii;
 pub mod pixel_api;
 pub mod pixel_queue;
 pub mod pixels;
+pub mod spark_ads;
 pub mod tiktok;
 pub mod vault;
+pub mod video;
 pub mod webhook_api;
 pub mod webhooks;
 

@@ -38,9 +38,33 @@ pub struct IncomingResponse {
 #[error("{0}")]
 pub struct TransportError(pub String);
 
+/// A request body produced piece by piece, for uploads larger than memory.
+pub trait BodySource {
+    /// The next piece; `Ok(None)` at the end. An error aborts the request, so the
+    /// receiver never sees a complete body.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
 /// Outbound HTTP and waiting, as the host provides them.
 pub trait Transport {
     fn send(&self, request: &OutgoingRequest) -> Result<IncomingResponse, TransportError>;
+
+    /// Sends `request` with its body taken from `body` (`request.body` is ignored).
+    /// Transports that cannot stream collect the body first.
+    fn send_streaming(
+        &self,
+        request: &OutgoingRequest,
+        body: &mut dyn BodySource,
+    ) -> Result<IncomingResponse, TransportError> {
+        let mut whole = Vec::new();
+        while let Some(chunk) = body.next_chunk().map_err(TransportError)? {
+            whole.extend_from_slice(&chunk);
+        }
+        self.send(&OutgoingRequest {
+            body: whole,
+            ..request.clone()
+        })
+    }
     /// Waits before a retry.
     fn sleep(&self, duration: Duration);
 }
@@ -149,6 +173,8 @@ pub struct Call {
     /// Query parameters; arrays and objects already as JSON text (§1).
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// A body that is not JSON (multipart uploads): content type and bytes.
+    pub raw_body: Option<(String, Vec<u8>)>,
     pub access_token: Option<String>,
 }
 
@@ -159,6 +185,7 @@ impl Call {
             path: path.to_string(),
             query: Vec::new(),
             body: None,
+            raw_body: None,
             access_token: None,
         }
     }
@@ -169,7 +196,16 @@ impl Call {
             path: path.to_string(),
             query: Vec::new(),
             body: Some(body),
+            raw_body: None,
             access_token: None,
+        }
+    }
+
+    /// A POST with a body of another type (`multipart/form-data` uploads).
+    pub fn post_raw(path: &str, content_type: &str, body: Vec<u8>) -> Self {
+        Call {
+            raw_body: Some((content_type.to_string(), body)),
+            ..Call::post(path, Value::Null)
         }
     }
 
@@ -252,29 +288,57 @@ impl<'a> TikTok<'a> {
         url
     }
 
-    /// Makes the call once; no retries.
-    pub fn call_once(&self, call: &Call) -> Result<Reply, TikTokError> {
+    fn request(&self, call: &Call) -> OutgoingRequest {
         let mut headers = vec![("accept".to_string(), "application/json".to_string())];
         if let Some(token) = &call.access_token {
             headers.push(("access-token".to_string(), token.clone()));
         }
-        let body = match &call.body {
-            Some(json) => {
+        let body = match (&call.raw_body, &call.body) {
+            (Some((content_type, bytes)), _) => {
+                headers.push(("content-type".to_string(), content_type.clone()));
+                bytes.clone()
+            }
+            (None, Some(json)) => {
                 headers.push(("content-type".to_string(), "application/json".to_string()));
                 serde_json::to_vec(json).expect("JSON values serialize")
             }
-            None => Vec::new(),
+            (None, None) => Vec::new(),
         };
-        let request = OutgoingRequest {
+        OutgoingRequest {
             method: call.method,
             url: self.url(call),
             headers,
             body,
-        };
+        }
+    }
+
+    /// Makes the call once; no retries.
+    pub fn call_once(&self, call: &Call) -> Result<Reply, TikTokError> {
         let response = self
             .transport
-            .send(&request)
+            .send(&self.request(call))
             .map_err(|e| TikTokError::unreachable(format!("TikTok could not be reached: {e}")))?;
+        parse_envelope(response.status, &response.body)
+    }
+
+    /// Makes `call` once with its body streamed from `body` (a stream cannot be sent
+    /// twice, so there is no retry); `content_type` describes the streamed body.
+    pub fn call_streaming(
+        &self,
+        call: &Call,
+        content_type: &str,
+        body: &mut dyn BodySource,
+    ) -> Result<Reply, TikTokError> {
+        let mut request = self.request(&Call {
+            body: None,
+            raw_body: Some((content_type.to_string(), Vec::new())),
+            ..call.clone()
+        });
+        request.body = Vec::new();
+        let response = self
+            .transport
+            .send_streaming(&request, body)
+            .map_err(|e| TikTokError::unreachable(format!("the upload to TikTok failed: {e}")))?;
         parse_envelope(response.status, &response.body)
     }
 

@@ -17,6 +17,13 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// Reads method, path, headers and up to `max_body` bytes of body (413 beyond).
 pub fn read_request(request: IncomingRequest, max_body: usize) -> Result<Request, ApiError> {
+    let mut req = read_head(&request);
+    req.body = read_body(&request, max_body)?;
+    Ok(req)
+}
+
+/// Reads method, path and headers; the body is left for [`read_body`] or [`BodyReader`].
+pub fn read_head(request: &IncomingRequest) -> Request {
     let method = match request.method() {
         Method::Get => "GET".to_string(),
         Method::Head => "HEAD".to_string(),
@@ -59,18 +66,18 @@ pub fn read_request(request: IncomingRequest, max_body: usize) -> Result<Request
         })
         .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
         .map(|authority| format!("{scheme}://{authority}"));
-    let body = read_body(&request, max_body)?;
-    Ok(Request {
+    Request {
         method,
         path,
         query,
         headers,
-        body,
+        body: Vec::new(),
         origin,
-    })
+    }
 }
 
-fn read_body(request: &IncomingRequest, max_body: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads the whole body, up to `max_body` bytes (413 beyond).
+pub fn read_body(request: &IncomingRequest, max_body: usize) -> Result<Vec<u8>, ApiError> {
     let incoming = request
         .consume()
         .map_err(|()| ApiError::Internal("request body already taken".into()))?;
@@ -133,4 +140,67 @@ pub fn serve(
         Err(e) => Response::error(&e),
     };
     send(response, out);
+}
+
+/// The request body as a [`std::io::Read`], for bodies streamed through rather than held
+/// (video uploads).
+pub struct BodyReader {
+    // Dropped before the body it belongs to.
+    stream: Option<crate::wasi::io::streams::InputStream>,
+    body: Option<IncomingBody>,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl BodyReader {
+    pub fn new(request: &IncomingRequest) -> Result<Self, ApiError> {
+        let body = request
+            .consume()
+            .map_err(|()| ApiError::Internal("request body already taken".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| ApiError::Internal("request body stream unavailable".into()))?;
+        Ok(BodyReader {
+            stream: Some(stream),
+            body: Some(body),
+            pending: Vec::new(),
+            at: 0,
+        })
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.pending.len() {
+            let Some(stream) = &self.stream else {
+                return Ok(0);
+            };
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    self.pending = chunk;
+                    self.at = 0;
+                }
+                Err(StreamError::Closed) => {
+                    self.stream = None;
+                    if let Some(body) = self.body.take() {
+                        IncomingBody::finish(body);
+                    }
+                    return Ok(0);
+                }
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(std::io::Error::other(e.to_debug_string()));
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.stream = None;
+    }
 }

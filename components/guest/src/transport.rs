@@ -7,12 +7,14 @@
 use crate::wasi::clocks::monotonic_clock;
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest as WasiRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody,
+    OutgoingRequest as WasiRequest, RequestOptions, Scheme,
 };
 use crate::wasi::io::streams::StreamError;
+use std::borrow::Cow;
 use std::time::Duration;
 use tiktok_edge_core::tiktok::{
-    IncomingResponse, MAX_RESPONSE_BYTES, OutgoingRequest, Transport, TransportError,
+    BodySource, IncomingResponse, MAX_RESPONSE_BYTES, OutgoingRequest, Transport, TransportError,
 };
 
 /// Outbound HTTP through the host.
@@ -49,8 +51,12 @@ fn describe(e: &ErrorCode) -> String {
     }
 }
 
-impl Transport for WasiTransport {
-    fn send(&self, request: &OutgoingRequest) -> Result<IncomingResponse, TransportError> {
+impl WasiTransport {
+    /// Starts `request`; its body is written to the returned stream afterwards.
+    fn start(
+        &self,
+        request: &OutgoingRequest,
+    ) -> Result<(OutgoingBody, FutureIncomingResponse), TransportError> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| TransportError(format!("bad URL {}: {e}", request.url)))?;
         let headers = Fields::new();
@@ -94,18 +100,32 @@ impl Transport for WasiTransport {
         let _ = options.set_between_bytes_timeout(Some(nanos(self.between_bytes_timeout)));
         let pending = outgoing_handler::handle(outgoing, Some(options))
             .map_err(|e| TransportError(describe(&e)))?;
+        Ok((body, pending))
+    }
+
+    /// Writes the body from `next` piece by piece; an error from `next` drops the body
+    /// unfinished, which aborts the request.
+    fn write_body<'a>(
+        body: OutgoingBody,
+        pieces: impl Iterator<Item = Result<Cow<'a, [u8]>, String>>,
+    ) -> Result<(), TransportError> {
         {
             let stream = body
                 .write()
                 .map_err(|()| TransportError("request body stream unavailable".into()))?;
-            for chunk in request.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| TransportError(format!("sending the body failed: {e:?}")))?;
+            for piece in pieces {
+                let piece = piece.map_err(TransportError)?;
+                for chunk in piece.chunks(4096) {
+                    stream
+                        .blocking_write_and_flush(chunk)
+                        .map_err(|e| TransportError(format!("sending the body failed: {e:?}")))?;
+                }
             }
         }
-        OutgoingBody::finish(body, None).map_err(|e| TransportError(describe(&e)))?;
+        OutgoingBody::finish(body, None).map_err(|e| TransportError(describe(&e)))
+    }
 
+    fn response(pending: FutureIncomingResponse) -> Result<IncomingResponse, TransportError> {
         pending.subscribe().block();
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,
@@ -143,6 +163,25 @@ impl Transport for WasiTransport {
             status,
             body: bytes,
         })
+    }
+}
+
+impl Transport for WasiTransport {
+    fn send(&self, request: &OutgoingRequest) -> Result<IncomingResponse, TransportError> {
+        let (body, pending) = self.start(request)?;
+        Self::write_body(body, std::iter::once(Ok(Cow::Borrowed(&request.body[..]))))?;
+        Self::response(pending)
+    }
+
+    fn send_streaming(
+        &self,
+        request: &OutgoingRequest,
+        source: &mut dyn BodySource,
+    ) -> Result<IncomingResponse, TransportError> {
+        let (body, pending) = self.start(request)?;
+        let pieces = std::iter::from_fn(|| source.next_chunk().transpose());
+        Self::write_body(body, pieces.map(|p| p.map(Cow::Owned)))?;
+        Self::response(pending)
     }
 
     fn sleep(&self, duration: Duration) {
