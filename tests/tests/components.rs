@@ -188,3 +188,58 @@ async fn typed_info_export_can_be_called_without_http() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn typed_campaign_calls_fail_with_the_shared_error_variant() {
+    use wasmtime::component::Val;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &manifest(), |_| {}).await.unwrap();
+    let (mut store, instance) = s.app.instantiate("campaign-ops").await.unwrap();
+    let iface = instance
+        .get_export_index(&mut store, None, "tiktok:edge/campaigns@0.1.0")
+        .unwrap();
+    let create = instance
+        .get_export_index(&mut store, Some(&iface), "create")
+        .unwrap();
+    let create = instance.get_func(&mut store, create).unwrap();
+    let call = |body: &str| {
+        vec![
+            Val::String("acme".into()),
+            Val::String("111".into()),
+            Val::Enum("campaign".into()),
+            Val::String(body.into()),
+            Val::Option(None),
+        ]
+    };
+    let mut results = [Val::Bool(false)];
+    create
+        .call_async(&mut store, &call("{not json"), &mut results)
+        .await
+        .unwrap();
+    let Val::Result(Err(Some(error))) = &results[0] else {
+        panic!("not an error: {:?}", results[0])
+    };
+    let Val::Variant(case, Some(payload)) = &**error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(case, "invalid-input");
+    let Val::Record(fields) = &**payload else {
+        panic!("{payload:?}")
+    };
+    assert_eq!(fields[0], ("field".to_string(), Val::String("body-json".into())));
+    // A well-formed call for an advertiser nobody connected: not found, typed.
+    let (mut store, instance) = s.app.instantiate("campaign-ops").await.unwrap();
+    let create = instance
+        .get_export_index(&mut store, Some(&iface), "create")
+        .unwrap();
+    let create = instance.get_func(&mut store, create).unwrap();
+    create
+        .call_async(&mut store, &call(r#"{"campaign_name":"x"}"#), &mut results)
+        .await
+        .unwrap();
+    let Val::Result(Err(Some(error))) = &results[0] else {
+        panic!("not an error: {:?}", results[0])
+    };
+    assert!(matches!(&**error, Val::Variant(case, _) if case == "not-found"), "{error:?}");
+    s.stop().await;
+}
