@@ -57,6 +57,9 @@ impl AppOptions {
 struct LoadedComponent {
     id: String,
     kind: HandlerKind,
+    /// Its own body limit, when set: its bodies are streamed, not read first.
+    streamed_body_limit: Option<usize>,
+    request_timeout: Duration,
     handler: ProxyHandler<ComponentHandler>,
     instance_pre: InstancePre<HostState>,
 }
@@ -153,6 +156,7 @@ impl App {
                     (ProxyPre::P2(p2), HandlerKind::P2)
                 }
             };
+            let settings = options.runtime_config.component(&decl.id);
             let runtime = ComponentRuntime {
                 id: Arc::from(decl.id.as_str()),
                 pre,
@@ -165,8 +169,8 @@ impl App {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                settings: options.runtime_config.component(&decl.id),
-                request_timeout: limits.request_timeout(),
+                settings: settings.clone(),
+                request_timeout: settings.request_timeout(&limits),
                 max_memory_bytes: limits.max_memory_bytes,
                 idle_timeout: Duration::from_secs(1),
             };
@@ -178,6 +182,8 @@ impl App {
             components.push(LoadedComponent {
                 id: decl.id.clone(),
                 kind,
+                streamed_body_limit: settings.max_request_body_bytes,
+                request_timeout: settings.request_timeout(&limits),
                 handler,
                 instance_pre: typed_pre,
             });
@@ -324,7 +330,9 @@ impl App {
                 limit: MAX_HEADER_BYTES,
             });
         }
-        let limit = self.limits.max_request_body_bytes;
+        let limit = component
+            .streamed_body_limit
+            .unwrap_or(self.limits.max_request_body_bytes);
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -340,25 +348,40 @@ impl App {
             .acquire_owned()
             .await
             .map_err(|_| RequestError::Unavailable("the server is shutting down".into()))?;
-        // A client that trickles its body must not hold the permit forever.
-        let body = tokio::time::timeout(
-            self.limits.request_timeout(),
-            BodyExt::collect(Limited::new(body, limit)),
-        )
-        .await
-        .map_err(|_| RequestError::BodyTimeout)?
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                RequestError::BodyTooLarge { limit }
-            } else {
-                RequestError::BadBody(e.to_string())
-            }
-        })?;
-        let body: WasiBody = Full::new(body.to_bytes())
-            .map_err(|never| match never {})
-            .boxed_unsync();
+        let body: WasiBody = if component.streamed_body_limit.is_some() {
+            // Streamed as it arrives; the component's request timeout bounds a trickle.
+            Limited::new(body, limit)
+                .map_err(move |e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64))
+                    } else {
+                        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                    }
+                })
+                .boxed_unsync()
+        } else {
+            // A client that trickles its body must not hold the permit forever.
+            let body = tokio::time::timeout(
+                self.limits.request_timeout(),
+                BodyExt::collect(Limited::new(body, limit)),
+            )
+            .await
+            .map_err(|_| RequestError::BodyTimeout)?
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    RequestError::BodyTooLarge { limit }
+                } else {
+                    RequestError::BadBody(e.to_string())
+                }
+            })?;
+            Full::new(body.to_bytes())
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        };
 
         // The guest sees an absolute URL built from Host (HTTP/1.0 clients may omit it).
         let host = match parts.headers.get(http::header::HOST) {
@@ -427,7 +450,7 @@ impl App {
         let response = component.handler.handle(Arc::from(request_id), request).await.map_err(|e| {
             // When a busy instance is ended by the expiration backstop the error is a
             // generic one; the elapsed time tells it was the timeout all the same.
-            if e.downcast_ref::<ExpirationError>().is_some() || started.elapsed() >= self.limits.request_timeout() {
+            if e.downcast_ref::<ExpirationError>().is_some() || started.elapsed() >= component.request_timeout {
                 tracing::warn!(component = %component.id, "request timed out");
                 RequestError::Timeout
             } else {

@@ -13,6 +13,10 @@
 //! max_instance_reuse = 128        # requests one instance serves before it is replaced
 //! max_concurrent_reuse = 16       # concurrent requests per instance (wasi:http 0.3 only)
 //!
+//! [component.campaign-ops]
+//! max_request_body_bytes = 524288000  # this component's limit; its bodies are streamed
+//! request_timeout_ms = 900000         # this component's timeout (long uploads)
+//!
 //! [[schedule]]                    # routes called on a timer (see `scheduler`)
 //! name = "refresh-creator-tokens"
 //! path = "/v1/admin/tasks/refresh-creator-tokens"
@@ -73,6 +77,12 @@ impl Limits {
 pub struct ComponentSettings {
     pub max_instance_reuse: usize,
     pub max_concurrent_reuse: usize,
+    /// This component's body limit instead of `limits.max_request_body_bytes`. Its
+    /// request bodies are then streamed to it as they arrive rather than read first, so
+    /// a large upload (an ad video) is never held by the host.
+    pub max_request_body_bytes: Option<usize>,
+    /// This component's request timeout instead of `limits.request_timeout_ms`.
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl Default for ComponentSettings {
@@ -80,7 +90,18 @@ impl Default for ComponentSettings {
         ComponentSettings {
             max_instance_reuse: 1,
             max_concurrent_reuse: 1,
+            max_request_body_bytes: None,
+            request_timeout_ms: None,
         }
+    }
+}
+
+impl ComponentSettings {
+    /// The request timeout for this component.
+    pub fn request_timeout(&self, limits: &Limits) -> Duration {
+        self.request_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| limits.request_timeout())
     }
 }
 
@@ -137,6 +158,11 @@ impl RuntimeConfig {
             if c.max_instance_reuse == 0 || c.max_concurrent_reuse == 0 {
                 return Err(invalid(format!(
                     "`component.{id}`: reuse counts must be at least 1"
+                )));
+            }
+            if c.max_request_body_bytes == Some(0) || c.request_timeout_ms == Some(0) {
+                return Err(invalid(format!(
+                    "`component.{id}`: max_request_body_bytes and request_timeout_ms must be at least 1"
                 )));
             }
         }
@@ -206,6 +232,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("rc.toml: ") && e.contains("max_body"), "{e}");
+        let e = RuntimeConfig::parse("rc.toml", "[component.a]\nrequest_timeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("component.a") && e.contains("request_timeout_ms"),
+            "{e}"
+        );
+        let c = RuntimeConfig::parse(
+            "rc.toml",
+            "[component.a]\nmax_request_body_bytes = 500\nrequest_timeout_ms = 90000\n",
+        )
+        .unwrap();
+        assert_eq!(c.component("a").max_request_body_bytes, Some(500));
+        assert_eq!(
+            c.component("a").request_timeout(&c.limits),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            c.component("b").request_timeout(&c.limits),
+            Duration::from_secs(30)
+        );
         let e = RuntimeConfig::parse("rc.toml", "[component.a]\nmax_instance_reuse = 0\n")
             .unwrap_err()
             .to_string();

@@ -784,3 +784,22 @@ async fn tiktok_errors_keep_their_code_and_map_to_our_status_and_orgs_stay_apart
         .await;
     assert_eq!((s, field(&v)), (400, "page_size"));
 }
+
+/// A video larger than a component instance's whole memory (128 MiB) goes through: the
+/// file is streamed, never held.
+#[tokio::test]
+async fn a_video_larger_than_the_instance_memory_is_streamed_through() {
+    let w = world().await;
+    let (key, adv) = connected(&w).await;
+    let big = mp4(1080, 1920, 60, 136 << 20, true);
+    let started = std::time::Instant::now();
+    let (s, v) = upload(&w, &key, &adv, "long.mp4", big.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["size"], big.len());
+    let md5 = w
+        .mock
+        .mock
+        .with_state(|s| s.videos[0].info["signature"].clone());
+    assert_eq!(md5, v["video_signature"]);
+    eprintln!("{} MiB through in {:?}", big.len() >> 20, started.elapsed());
+}

@@ -226,7 +226,10 @@ async fn typed_campaign_calls_fail_with_the_shared_error_variant() {
     let Val::Record(fields) = &**payload else {
         panic!("{payload:?}")
     };
-    assert_eq!(fields[0], ("field".to_string(), Val::String("body-json".into())));
+    assert_eq!(
+        fields[0],
+        ("field".to_string(), Val::String("body-json".into()))
+    );
     // A well-formed call for an advertiser nobody connected: not found, typed.
     let (mut store, instance) = s.app.instantiate("campaign-ops").await.unwrap();
     let create = instance
@@ -240,6 +243,9 @@ async fn typed_campaign_calls_fail_with_the_shared_error_variant() {
     let Val::Result(Err(Some(error))) = &results[0] else {
         panic!("not an error: {:?}", results[0])
     };
-    assert!(matches!(&**error, Val::Variant(case, _) if case == "not-found"), "{error:?}");
+    assert!(
+        matches!(&**error, Val::Variant(case, _) if case == "not-found"),
+        "{error:?}"
+    );
     s.stop().await;
 }

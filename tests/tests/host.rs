@@ -397,6 +397,7 @@ async fn each_request_gets_a_fresh_instance_unless_reuse_is_configured() {
             tiktok_edge::runtime_config::ComponentSettings {
                 max_instance_reuse: 3,
                 max_concurrent_reuse: 1,
+                ..Default::default()
             },
         );
     })

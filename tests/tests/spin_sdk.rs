@@ -77,6 +77,7 @@ async fn spin_sdk_7_app_runs_with_instance_reuse() {
             ComponentSettings {
                 max_instance_reuse: 128,
                 max_concurrent_reuse: 16,
+                ..Default::default()
             },
         );
     })

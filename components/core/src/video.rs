@@ -462,6 +462,8 @@ struct UploadBody<'a> {
     finished: bool,
     /// Set when the file fails a check only the end could tell: the upload is aborted.
     rejection: Option<(Vec<Check>, String)>,
+    /// Set when the caller's body could not be read (cut off, over the host's limit).
+    read_error: Option<String>,
     checks: Vec<Check>,
 }
 
@@ -472,7 +474,11 @@ impl UploadBody<'_> {
             match self.source.read(&mut buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("reading the file failed: {e}")),
+                Err(e) => {
+                    let message = format!("could not be read: {e}");
+                    self.read_error = Some(message.clone());
+                    return Err(message);
+                }
             }
         };
         if n == 0 {
@@ -584,6 +590,7 @@ pub fn upload(
         spec,
         finished: false,
         rejection: None,
+        read_error: None,
         checks: Vec::new(),
     };
     // Read ahead until the header is known (or the media data starts).
@@ -603,12 +610,11 @@ pub fn upload(
                 body.finished = true;
                 break;
             }
-            Err(_) => {
-                let (c, m) = body
-                    .rejection
-                    .take()
-                    .expect("a read error here is a rejection");
-                return Ok(rejected(c, m));
+            Err(e) => {
+                return match body.rejection.take() {
+                    Some((c, m)) => Ok(rejected(c, m)),
+                    None => Err(ApiError::invalid("body", e)),
+                };
             }
         }
     }
@@ -665,6 +671,9 @@ pub fn upload(
     );
     if let Some((c, m)) = body.rejection.take() {
         return Ok(rejected(c, m));
+    }
+    if let Some(e) = body.read_error.take() {
+        return Err(ApiError::invalid("body", e));
     }
     let reply = result?;
     // TikTok answers a list with the one video (some versions: an object).
@@ -1079,6 +1088,34 @@ mod tests {
                     t.tiktok.sent.borrow().is_empty(),
                     "TikTok never got a whole request"
                 );
+            }
+        }
+
+        /// A body cut off after `good` bytes.
+        struct CutOff(Vec<u8>, usize);
+
+        impl std::io::Read for CutOff {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.1 >= self.0.len() {
+                    return Err(std::io::Error::other("the client went away"));
+                }
+                let n = buf.len().min(self.0.len() - self.1);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+
+        #[test]
+        fn a_body_cut_off_is_a_400_and_never_a_complete_upload() {
+            for (moov_first, keep) in [(true, 10), (false, 300_000)] {
+                let (t, access) = setup();
+                let file = mp4(1080, 1920, 10, 700_000, moov_first);
+                let mut reader = CutOff(file[..keep].to_vec(), 0);
+                let e = upload(&t.env(), &access, &request(file.len()), &mut reader).unwrap_err();
+                assert_eq!(e.status(), 400, "{e}");
+                assert!(e.to_string().contains("went away"), "{e}");
+                assert!(t.tiktok.sent.borrow().is_empty());
             }
         }
 

@@ -33,6 +33,13 @@ pub async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let url = mock.url();
     let edge = start(dir.path(), &repository_manifest(), |o| {
+        // The repository's per-component settings (campaign-ops streams its bodies);
+        // its schedules are left out so tests decide when tasks run.
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime-config.toml");
+        o.runtime_config.component =
+            tiktok_edge::runtime_config::RuntimeConfig::load(shipped.as_ref())
+                .unwrap()
+                .component;
         for (k, v) in [
             ("tiktok_api_base_url", url.as_str()),
             ("tiktok_app_id", config.app_id.as_str()),
