@@ -179,10 +179,13 @@ fn route(request: &IncomingRequest, req: &mut Request) -> Result<Response, ApiEr
             let mut body = BodyReader::new(request)?;
             with_env(|env| campaign_api::handle_streamed(env, req, &mut body))
         }
-        _ => {
+        _ => with_env(|env| {
+            // The caller's key is checked before its body is read: the host streams
+            // this component's bodies, and a stranger must not hold a request open.
+            tiktok_edge_core::orgs::guard(env, req)?;
             req.body = read_body(request, MAX_BODY)?;
-            with_env(|env| campaign_api::handle(env, req))
-        }
+            campaign_api::handle(env, req)
+        }),
     }
 }
 
