@@ -275,17 +275,45 @@ pub fn upsert_products(
     let mut feed_log_ids = Vec::new();
     for batch in sendable.chunks(batch_size) {
         let items: Vec<Value> = batch.iter().map(|(i, _)| products[*i].clone()).collect();
-        let reply = access.call(
-            env,
-            Call::post(
-                "/catalog/product/upload/",
-                json!({"bc_id": bc, "catalog_id": catalog_id, "products": items}),
-            ),
-        )?;
-        let log_id = id_string(&reply.data["feed_log_id"]).ok_or_else(|| {
-            ApiError::Internal("TikTok's product upload answer has no feed_log_id".into())
-        })?;
-        let log = product_log(env, access, &bc, catalog_id, &log_id)?;
+        let sent = (|| {
+            let reply = access.call(
+                env,
+                Call::post(
+                    "/catalog/product/upload/",
+                    json!({"bc_id": bc, "catalog_id": catalog_id, "products": items}),
+                ),
+            )?;
+            let log_id = id_string(&reply.data["feed_log_id"]).ok_or_else(|| {
+                ApiError::Internal("TikTok's product upload answer has no feed_log_id".into())
+            })?;
+            let log = product_log(env, access, &bc, catalog_id, &log_id)?;
+            Ok::<_, ApiError>((log_id, log))
+        })();
+        let (log_id, log) = match sent {
+            Ok(v) => v,
+            // Once a batch is applied the caller needs the whole truth, not an error:
+            // the rest of this batch is reported refused, and the next batches go on.
+            Err(ApiError::Upstream(u))
+                if !feed_log_ids.is_empty()
+                    && crate::tiktok::classify(u.code) != crate::tiktok::CodeClass::Reauthorize =>
+            {
+                for (i, sku) in batch {
+                    results.push(ProductResult {
+                        index: *i,
+                        sku_id: Some(sku.clone()),
+                        ok: false,
+                        action: None,
+                        error: Some(format!(
+                            "TikTok refused this batch: {} {} (request_id {})",
+                            u.code, u.message, u.request_id
+                        )),
+                        refused_by: Some("tiktok"),
+                    });
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let outcomes = log["product_results"]
             .as_array()
             .cloned()
@@ -406,5 +434,34 @@ mod tests {
             let e = check_product(&p).unwrap_err();
             assert!(e.starts_with(field), "{patch}: {e}");
         }
+    }
+
+    #[test]
+    fn a_batch_refused_after_another_was_applied_is_reported_not_lost() {
+        use crate::connections::testing::advertiser_connection;
+        use crate::org::OrgId;
+        use crate::testing::TestEnv;
+        use crate::tiktok::fake::{err, ok};
+        let mut t = TestEnv::new();
+        t.config.0.insert("catalog_batch_size".into(), "1".into());
+        crate::orgs::tests::org_with_key(&t, "acme");
+        advertiser_connection(&t, "acme", &[("111", "UTC")]);
+        let access =
+            AdvertiserAccess::load(&t.env(), &OrgId::parse("acme").unwrap(), "111").unwrap();
+        let mut b = product();
+        b["sku_id"] = json!("SKU-2");
+        t.script(vec![
+            ok(json!({"feed_log_id": "9"})),
+            ok(json!({"status": "PROCESS_FINISHED", "product_results": [{"sku_id": "SKU-1", "status": "SUCCESS", "action": "CREATE"}]})),
+            err(40002, "products.0.title: too long"),
+        ]);
+        let body = json!({"bc_id": "7", "products": [product(), b]});
+        let r = upsert_products(&t.env(), &access, "5", &body).unwrap();
+        assert_eq!((r.succeeded, r.failed, r.created), (1, 1, 1));
+        assert!(r.results[1].error.as_ref().unwrap().contains("40002"));
+        // Refused before anything was applied: TikTok's error, mapped.
+        t.script(vec![err(40001, "No permission")]);
+        let e = upsert_products(&t.env(), &access, "5", &body).unwrap_err();
+        assert_eq!(e.status(), 403);
     }
 }

@@ -57,10 +57,11 @@ impl UploadRequest {
         if file_name.is_empty()
             || file_name.chars().count() > 100
             || file_name.contains(['/', '\\'])
+            || file_name.chars().any(char::is_control)
         {
             return Err(ApiError::invalid(
                 "file_name",
-                "must be 1 to 100 characters, without slashes",
+                "must be 1 to 100 characters, without slashes or control characters",
             ));
         }
         let content_length = match req.header("content-length") {
