@@ -62,17 +62,6 @@ async fn post_keyed(
     (status, replayed, r.json().await.unwrap())
 }
 
-async fn inject(w: &World, fault: Value) {
-    let r = w
-        .http
-        .post(format!("{}/_mock/inject", w.mock.url()))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
 fn field(v: &Value) -> &str {
     v["error"]["field"].as_str().unwrap_or_default()
 }
@@ -707,7 +696,7 @@ async fn tiktok_errors_keep_their_code_and_map_to_our_status_and_orgs_stay_apart
             "upstream_error",
         ),
     ] {
-        inject(&w, fault.clone()).await;
+        w.inject(fault.clone()).await;
         let r = w
             .http
             .post(w.edge.url(&campaigns))
@@ -741,11 +730,8 @@ async fn tiktok_errors_keep_their_code_and_map_to_our_status_and_orgs_stay_apart
         "40100 and 50000 retried 3 times each"
     );
     // A transient 50000 is retried into success.
-    inject(
-        &w,
-        json!({"count": 1, "path": "/campaign/create/", "code": 50000}),
-    )
-    .await;
+    w.inject(json!({"count": 1, "path": "/campaign/create/", "code": 50000}))
+        .await;
     let (s, v) = w.call("POST", &campaigns, &key, Some(body.clone())).await;
     assert_eq!(s, 201, "{v}");
 

@@ -165,17 +165,8 @@ async fn a_95_day_sync_stores_every_level_consistently_and_syncing_again_changes
 async fn refusals_bad_queries_and_other_orgs_get_clear_answers() {
     let w = world().await;
     let (key, advertiser) = connected(&w).await;
-    let inject: Value = w
-        .http
-        .post(format!("{}/_mock/inject", w.mock.url()))
-        .json(&json!({"count": 1, "path": "/report/integrated/get/", "code": 40001, "message": "No permission to operate advertiser."}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(inject.is_object());
+    w.inject(json!({"count": 1, "path": "/report/integrated/get/", "code": 40001, "message": "No permission to operate advertiser."}))
+        .await;
     let (s, report) = w
         .call(
             "POST",

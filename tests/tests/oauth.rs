@@ -103,12 +103,7 @@ async fn denied_consent_replayed_state_and_tiktok_failures_leave_nothing_behind(
             "invalid_code",
         ),
     ] {
-        w.http
-            .post(format!("{}/_mock/inject", w.mock.url()))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
+        w.inject(fault).await;
         let r = w
             .authorize("acme", &key, json!({"return_url": RETURN}), "auto_approve")
             .await;

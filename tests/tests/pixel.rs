@@ -66,17 +66,6 @@ fn mock_events(w: &World) -> Vec<Value> {
         .with_state(|s| s.events.iter().map(|e| e.body.clone()).collect())
 }
 
-async fn inject(w: &World, fault: Value) {
-    let r = w
-        .http
-        .post(format!("{}/_mock/inject", w.mock.url()))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
 #[tokio::test]
 async fn browser_events_reach_tiktok_hashed_with_their_ids_and_click_id() {
     let w = world().await;
@@ -228,8 +217,10 @@ async fn throttling_and_server_errors_are_retried_then_delivered() {
     for (px, id) in [(&first, "a-1"), (&second, "b-1")] {
         post_events(&w, px, SHOP, json!({"event": "Lead", "event_id": id})).await;
     }
-    inject(&w, json!({"path": "/event/track/", "code": 40100})).await;
-    inject(&w, json!({"path": "/event/track/", "http_status": 503})).await;
+    w.inject(json!({"path": "/event/track/", "code": 40100}))
+        .await;
+    w.inject(json!({"path": "/event/track/", "http_status": 503}))
+        .await;
     let report = flush(&w).await;
     assert_eq!(
         (
@@ -262,7 +253,7 @@ async fn a_refused_event_is_dead_lettered_and_replayed() {
         json!([{"event": "Lead", "event_id": "d-1"}, {"event": "Lead", "event_id": "d-2"}]),
     )
     .await;
-    inject(&w, json!({"path": "/event/track/", "code": 40002, "message": "Batch.1.event_id: Not a valid string"})).await;
+    w.inject(json!({"path": "/event/track/", "code": 40002, "message": "Batch.1.event_id: Not a valid string"})).await;
     let report = flush(&w).await;
     assert_eq!(
         (report["dead"].as_i64(), report["delivered"].as_i64()),

@@ -281,14 +281,14 @@ pub fn list(
     page: u32,
     page_size: u32,
 ) -> Result<Value, ApiError> {
-    let reply = access.call(
+    crate::campaign_ops::page_of(
         env,
-        Call::get("/dmp/custom_audience/list/")
-            .query("advertiser_id", &access.advertiser.advertiser_id)
-            .query("page", page.to_string())
-            .query("page_size", page_size.min(100).to_string()),
-    )?;
-    Ok(json!({"list": reply.data["list"], "page_info": reply.data["page_info"]}))
+        access,
+        "/dmp/custom_audience/list/",
+        page,
+        page_size,
+        100,
+    )
 }
 
 /// Finds an audience in TikTok's list (paged at 100).

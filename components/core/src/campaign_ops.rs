@@ -75,6 +75,26 @@ pub fn list(
     }))
 }
 
+/// One page of an advertiser-scoped TikTok list (`advertiser_id`, `page`, `page_size`
+/// capped at `max`), as `{list, page_info}`.
+pub fn page_of(
+    env: &Env,
+    access: &AdvertiserAccess,
+    path: &str,
+    page: u32,
+    page_size: u32,
+    max: u32,
+) -> Result<Value, ApiError> {
+    let reply = access.call(
+        env,
+        Call::get(path)
+            .query("advertiser_id", &access.advertiser.advertiser_id)
+            .query("page", page.max(1).to_string())
+            .query("page_size", page_size.clamp(1, max).to_string()),
+    )?;
+    Ok(json!({"list": reply.data["list"], "page_info": reply.data["page_info"]}))
+}
+
 /// One entity, deleted ones included; 404 when TikTok has none with that id.
 pub fn get(env: &Env, access: &AdvertiserAccess, kind: Kind, id: &str) -> Result<Value, ApiError> {
     if !campaigns::is_id(id) {
@@ -385,17 +405,13 @@ fn failed(id: &str, e: ApiError) -> Result<StatusResult, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connections::testing::advertiser_connection;
-    use crate::org::OrgId;
+    use crate::connections::testing::advertiser_access;
     use crate::testing::TestEnv;
     use crate::tiktok::fake::{err, ok};
 
     fn setup() -> (TestEnv, AdvertiserAccess) {
         let t = TestEnv::new();
-        crate::orgs::tests::org_with_key(&t, "acme");
-        advertiser_connection(&t, "acme", &[("111", "UTC")]);
-        let access =
-            AdvertiserAccess::load(&t.env(), &OrgId::parse("acme").unwrap(), "111").unwrap();
+        let access = advertiser_access(&t, "acme");
         (t, access)
     }
 

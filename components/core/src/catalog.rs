@@ -438,16 +438,12 @@ mod tests {
 
     #[test]
     fn a_batch_refused_after_another_was_applied_is_reported_not_lost() {
-        use crate::connections::testing::advertiser_connection;
-        use crate::org::OrgId;
+        use crate::connections::testing::advertiser_access;
         use crate::testing::TestEnv;
         use crate::tiktok::fake::{err, ok};
         let mut t = TestEnv::new();
         t.config.0.insert("catalog_batch_size".into(), "1".into());
-        crate::orgs::tests::org_with_key(&t, "acme");
-        advertiser_connection(&t, "acme", &[("111", "UTC")]);
-        let access =
-            AdvertiserAccess::load(&t.env(), &OrgId::parse("acme").unwrap(), "111").unwrap();
+        let access = advertiser_access(&t, "acme");
         let mut b = product();
         b["sku_id"] = json!("SKU-2");
         t.script(vec![

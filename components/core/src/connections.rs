@@ -559,6 +559,14 @@ pub(crate) mod testing {
         (c.id, org)
     }
 
+    /// An org `org` with a key and an active connection for advertiser `111` (UTC),
+    /// loaded as [`AdvertiserAccess`]: what calls made for an advertiser need.
+    pub fn advertiser_access(t: &TestEnv, org: &str) -> AdvertiserAccess {
+        crate::orgs::tests::org_with_key(t, org);
+        advertiser_connection(t, org, &[("111", "UTC")]);
+        AdvertiserAccess::load(&t.env(), &OrgId::parse(org).unwrap(), "111").unwrap()
+    }
+
     /// Stores an active advertiser connection of `org` for `(advertiser_id, time zone)`s
     /// with token `act.test`; returns its id.
     pub fn advertiser_connection(t: &TestEnv, org: &str, advertisers: &[(&str, &str)]) -> String {

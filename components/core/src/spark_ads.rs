@@ -71,14 +71,7 @@ pub fn posts(
     page: u32,
     page_size: u32,
 ) -> Result<Value, ApiError> {
-    let reply = access.call(
-        env,
-        Call::get("/tt_video/list/")
-            .query("advertiser_id", &access.advertiser.advertiser_id)
-            .query("page", page.to_string())
-            .query("page_size", page_size.min(50).to_string()),
-    )?;
-    Ok(json!({"list": reply.data["list"], "page_info": reply.data["page_info"]}))
+    crate::campaign_ops::page_of(env, access, "/tt_video/list/", page, page_size, 50)
 }
 
 /// `GET identities`: the account's CUSTOMIZED_USER and AUTH_CODE identities from TikTok,

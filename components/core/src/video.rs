@@ -1003,17 +1003,13 @@ mod tests {
     mod upload {
         use super::super::sample::mp4;
         use super::super::*;
-        use crate::connections::testing::advertiser_connection;
-        use crate::org::OrgId;
+        use crate::connections::testing::advertiser_access;
         use crate::testing::TestEnv;
         use crate::tiktok::fake::{err, ok};
 
         fn setup() -> (TestEnv, AdvertiserAccess) {
             let t = TestEnv::new();
-            crate::orgs::tests::org_with_key(&t, "acme");
-            advertiser_connection(&t, "acme", &[("111", "UTC")]);
-            let access =
-                AdvertiserAccess::load(&t.env(), &OrgId::parse("acme").unwrap(), "111").unwrap();
+            let access = advertiser_access(&t, "acme");
             (t, access)
         }
 

@@ -138,6 +138,18 @@ impl World {
         self.http.get(callback).send().await.unwrap()
     }
 
+    /// Queues a fault in the mock (`POST /_mock/inject`).
+    pub async fn inject(&self, fault: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_mock/inject", self.mock.url()))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{fault}");
+    }
+
     pub fn mock_paths(&self) -> Vec<String> {
         self.mock
             .mock
