@@ -377,39 +377,40 @@ pub fn create_lookalike(
         Value::Bool(b) => *b,
         _ => return Err(ApiError::invalid("include_source", "must be true or false")),
     };
-    let source_audience = find(env, access, source)?.ok_or_else(|| {
-        ApiError::invalid(
-            "source_audience_id",
-            format!("audience {source} does not exist for this advertiser"),
-        )
-    })?;
-    let kind = source_audience["audience_type"]
-        .as_str()
-        .unwrap_or_default();
-    if kind.to_ascii_lowercase().contains("lookalike") {
-        return Err(ApiError::invalid(
-            "source_audience_id",
-            "is a lookalike audience; a lookalike needs a custom audience as its source",
-        ));
-    }
-    let members = source_audience["cover_num"].as_u64().unwrap_or(0);
-    if members < MIN_LOOKALIKE_SOURCE {
-        return Err(ApiError::invalid(
-            "source_audience_id",
-            format!(
-                "has {members} members; a lookalike source needs at least {MIN_LOOKALIKE_SOURCE}"
-            ),
-        ));
-    }
-    let mut spec = json!({
-        "source_audience_id": source, "include_source": include_source, "mobile_os": os,
-        "location_ids": locations, "audience_size": size,
-    });
-    if let Some(p) = body.get("placements").filter(|v| !v.is_null()) {
-        spec["placements"] = p.clone();
-    }
+    // The key first: a replay reads nothing from TikTok.
     let scope = format!("{}/lookalikes", access.advertiser.advertiser_id);
     idempotency::run(env, &access.org, &scope, key, body, |request_id| {
+        let source_audience = find(env, access, source)?.ok_or_else(|| {
+            ApiError::invalid(
+                "source_audience_id",
+                format!("audience {source} does not exist for this advertiser"),
+            )
+        })?;
+        let kind = source_audience["audience_type"]
+            .as_str()
+            .unwrap_or_default();
+        if kind.to_ascii_lowercase().contains("lookalike") {
+            return Err(ApiError::invalid(
+                "source_audience_id",
+                "is a lookalike audience; a lookalike needs a custom audience as its source",
+            ));
+        }
+        let members = source_audience["cover_num"].as_u64().unwrap_or(0);
+        if members < MIN_LOOKALIKE_SOURCE {
+            return Err(ApiError::invalid(
+                "source_audience_id",
+                format!(
+                    "has {members} members; a lookalike source needs at least {MIN_LOOKALIKE_SOURCE}"
+                ),
+            ));
+        }
+        let mut spec = json!({
+            "source_audience_id": source, "include_source": include_source, "mobile_os": os,
+            "location_ids": locations, "audience_size": size,
+        });
+        if let Some(p) = body.get("placements").filter(|v| !v.is_null()) {
+            spec["placements"] = p.clone();
+        }
         let reply = access.call(
             env,
             Call::post(

@@ -140,6 +140,28 @@ pub fn create(
     body: &Value,
     idempotency_key: Option<&str>,
 ) -> Result<Outcome, ApiError> {
+    // The key is looked up before anything else, so a replay makes no TikTok call at
+    // all (not even the campaign read an ad group's checks need) and is answered even
+    // when its checks would now fail (a start time since passed).
+    let scope = format!("{}/{}", access.advertiser.advertiser_id, kind.plural());
+    idempotency::run(
+        env,
+        &access.org,
+        &scope,
+        idempotency_key,
+        body,
+        |request_id| create_once(env, access, kind, body, request_id),
+    )
+}
+
+/// Checks and creates once, sending `request_id`; answers (201, what TikTok created).
+pub(crate) fn create_once(
+    env: &Env,
+    access: &AdvertiserAccess,
+    kind: Kind,
+    body: &Value,
+    request_id: &str,
+) -> Result<(u16, Value), ApiError> {
     let rules = rules(env)?;
     let mut checked = match kind {
         Kind::Campaign => campaigns::campaign_create(body, &rules)?,
@@ -153,33 +175,24 @@ pub fn create(
         }
         Kind::Ad => campaigns::ad_create(body)?,
     };
-    let advertiser_id = access.advertiser.advertiser_id.clone();
-    checked.insert("advertiser_id".into(), json!(advertiser_id));
-    let scope = format!("{advertiser_id}/{}", kind.plural());
-    idempotency::run(
-        env,
-        &access.org,
-        &scope,
-        idempotency_key,
-        body,
-        |request_id| {
-            let mut send = checked.clone();
-            send.insert("request_id".into(), json!(request_id));
-            let path = format!("/{}/create/", kind.path());
-            match access.call(env, Call::post(&path, Value::Object(send))) {
-                Ok(reply) => Ok((201, created(kind, reply.data, &reply.request_id))),
-                // A retry of a create whose answer was lost: find what the first made.
-                Err(ApiError::Upstream(u)) if u.code == 40050 && kind != Kind::Ad => {
-                    let name = checked[kind.name_field()].as_str().unwrap_or_default();
-                    match find_by_name(env, access, kind, name)? {
-                        Some(found) => Ok((201, created(kind, found, &u.request_id))),
-                        None => Err(ApiError::Upstream(u)),
-                    }
-                }
-                Err(e) => Err(e),
+    checked.insert(
+        "advertiser_id".into(),
+        json!(access.advertiser.advertiser_id),
+    );
+    checked.insert("request_id".into(), json!(request_id));
+    let path = format!("/{}/create/", kind.path());
+    match access.call(env, Call::post(&path, Value::Object(checked.clone()))) {
+        Ok(reply) => Ok((201, created(kind, reply.data, &reply.request_id))),
+        // A retry of a create whose answer was lost: find what the first made.
+        Err(ApiError::Upstream(u)) if u.code == 40050 && kind != Kind::Ad => {
+            let name = checked[kind.name_field()].as_str().unwrap_or_default();
+            match find_by_name(env, access, kind, name)? {
+                Some(found) => Ok((201, created(kind, found, &u.request_id))),
+                None => Err(ApiError::Upstream(u)),
             }
-        },
-    )
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn created(kind: Kind, data: Value, request_id: &str) -> Value {
@@ -561,6 +574,30 @@ mod tests {
         let again = create(&t.env(), &access, Kind::Campaign, &body, Some("key-1")).unwrap();
         assert!(again.replayed);
         assert_eq!(t.tiktok.sent.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_replayed_ad_group_create_calls_tiktok_not_at_all_even_once_its_start_has_passed() {
+        let (t, access) = setup();
+        t.script(vec![
+            ok(json!({"list": [{"campaign_id": "5", "objective_type": "TRAFFIC", "operation_status": "ENABLE"}], "page_info": {}})),
+            ok(json!({"adgroup_id": "8"})),
+        ]);
+        let body = json!({"campaign_id": "5", "adgroup_name": "A", "budget_mode": "BUDGET_MODE_DAY", "budget": 30,
+                          "optimization_goal": "CLICK", "location_ids": ["1"],
+                          "schedule_start_time": "2023-11-14 23:00:00"});
+        let first = create(&t.env(), &access, Kind::AdGroup, &body, Some("k")).unwrap();
+        assert_eq!(first.response["id"], "8");
+        let calls = t.tiktok.sent.borrow().len();
+        t.now.set(t.now.get() + 7200);
+        let again = create(&t.env(), &access, Kind::AdGroup, &body, Some("k")).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.response, first.response);
+        assert_eq!(
+            t.tiktok.sent.borrow().len(),
+            calls,
+            "no TikTok call on a replay"
+        );
     }
 
     #[test]

@@ -153,6 +153,19 @@ pub fn create_ad(
     body: &Value,
     key: Option<&str>,
 ) -> Result<Outcome, ApiError> {
+    // The key first: a replay reads no post and makes no TikTok call.
+    let scope = format!("{}/spark-ads", access.advertiser.advertiser_id);
+    idempotency::run(env, &access.org, &scope, key, body, |request_id| {
+        spark_ad_once(env, access, body, request_id)
+    })
+}
+
+fn spark_ad_once(
+    env: &Env,
+    access: &AdvertiserAccess,
+    body: &Value,
+    request_id: &str,
+) -> Result<(u16, Value), ApiError> {
     let Some(fields) = body.as_object() else {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     };
@@ -207,5 +220,5 @@ pub fn create_ad(
         }
     }
     let ad = json!({"adgroup_id": adgroup_id, "creatives": [Value::Object(creative)]});
-    campaign_ops::create(env, access, Kind::Ad, &ad, key)
+    campaign_ops::create_once(env, access, Kind::Ad, &ad, request_id)
 }
