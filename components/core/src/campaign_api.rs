@@ -316,7 +316,12 @@ fn list_query(req: &Request, kind: Kind) -> Result<ListQuery, ApiError> {
         page,
         page_size,
         ids: id_param(req, "ids")?,
-        campaign_ids: id_param(req, "campaign_id")?,
+        // A campaign list filters by `ids`; `campaign_id` is for its children.
+        campaign_ids: if kind == Kind::Campaign {
+            None
+        } else {
+            id_param(req, "campaign_id")?
+        },
         adgroup_ids: if kind == Kind::Ad {
             id_param(req, "adgroup_id")?
         } else {

@@ -261,7 +261,9 @@ pub fn update(
         Kind::Ad => {
             let mut creative = checked.clone();
             creative.insert("ad_id".into(), json!(id));
-            json!({"advertiser_id": advertiser_id, "creatives": [creative]})
+            // `patch_update`: only the fields given change (§5 lists it for
+            // /ad/update/; without it TikTok may take the creative as a replacement).
+            json!({"advertiser_id": advertiser_id, "creatives": [creative], "patch_update": true})
         }
         _ => {
             let mut b = checked.clone();

@@ -137,10 +137,15 @@ pub fn billing_event_for(goal: &str) -> &'static str {
     }
 }
 
-/// Goals that optimize for a pixel event and so need `pixel_id` and `optimization_event`.
+/// Ad groups that need a pixel: every web-conversion one (the issue and TikTok tie the
+/// objective to a pixel), and catalog sales optimizing for conversions.
 fn needs_pixel(objective: &str, goal: &str) -> bool {
-    objective == "WEB_CONVERSIONS" && matches!(goal, "CONVERT" | "VALUE")
-        || objective == "PRODUCT_SALES" && goal == "CONVERT"
+    objective == "WEB_CONVERSIONS" || objective == "PRODUCT_SALES" && goal == "CONVERT"
+}
+
+/// Goals that optimize for one pixel event, named in `optimization_event`.
+fn needs_optimization_event(goal: &str) -> bool {
+    matches!(goal, "CONVERT" | "VALUE")
 }
 
 /// Minimum budgets in the account currency (tiktok-api.md §5: $50 campaign, $20 ad
@@ -521,7 +526,9 @@ pub fn adgroup_create(
                 ),
             ));
         }
-        req_str(&b, "optimization_event")?;
+        if needs_optimization_event(&goal) {
+            req_str(&b, "optimization_event")?;
+        }
     } else {
         id(&b, "pixel_id")?;
     }

@@ -274,7 +274,15 @@ pub fn upsert_products(
     }
     let mut feed_log_ids = Vec::new();
     for batch in sendable.chunks(batch_size) {
-        let items: Vec<Value> = batch.iter().map(|(i, _)| products[*i].clone()).collect();
+        // Sent with the sku_id as checked (trimmed), so the log matches it.
+        let items: Vec<Value> = batch
+            .iter()
+            .map(|(i, sku)| {
+                let mut p = products[*i].clone();
+                p["sku_id"] = json!(sku);
+                p
+            })
+            .collect();
         let sent = (|| {
             let reply = access.call(
                 env,

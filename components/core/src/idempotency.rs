@@ -24,6 +24,10 @@ pub const PENDING_TIMEOUT_SECONDS: i64 = 120;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     fingerprint: String,
+    /// Which attempt holds the record (a takeover gets a new one), so an attempt that
+    /// fails removes only its own record.
+    #[serde(default)]
+    attempt: String,
     /// TikTok `request_id` sent with the create.
     request_id: String,
     started_at: i64,
@@ -80,6 +84,20 @@ pub fn run(
     body: &Value,
     create: impl FnOnce(&str) -> Result<(u16, Value), ApiError>,
 ) -> Result<Outcome, ApiError> {
+    run_with(env, org, scope, key, body, PENDING_TIMEOUT_SECONDS, create)
+}
+
+/// [`run`] for creates that may legitimately take `pending_timeout` seconds (uploads):
+/// an attempt is only taken over once that much time has passed.
+pub fn run_with(
+    env: &Env,
+    org: &OrgId,
+    scope: &str,
+    key: Option<&str>,
+    body: &Value,
+    pending_timeout: i64,
+    create: impl FnOnce(&str) -> Result<(u16, Value), ApiError>,
+) -> Result<Outcome, ApiError> {
     let Some(key) = key else {
         let (status, response) = create(&request_id(&random_bytes::<16>()?))?;
         return Ok(Outcome {
@@ -102,6 +120,7 @@ pub fn run(
     let fresh = Record {
         fingerprint: fingerprint.clone(),
         request_id: request_id(format!("{org}\n{scope}\n{key}").as_bytes()),
+        attempt: hex::encode(random_bytes::<12>()?),
         started_at: env.now,
         done: None,
     };
@@ -124,7 +143,7 @@ pub fn run(
             if let Some(done) = &r.done {
                 return Ok((None, Some(done.clone())));
             }
-            if r.started_at > env.now - PENDING_TIMEOUT_SECONDS {
+            if r.started_at > env.now - pending_timeout {
                 return Err(ApiError::Conflict(
                     "a request with this Idempotency-Key is still in progress; retry shortly"
                         .into(),
@@ -135,6 +154,7 @@ pub fn run(
             Ok((
                 Some(Record {
                     started_at: env.now,
+                    attempt: fresh.attempt.clone(),
                     ..r
                 }),
                 None,
@@ -150,6 +170,11 @@ pub fn run(
     }
     let record: Record = get_json(env.kv, &record_key)?
         .ok_or_else(|| ApiError::Storage(format!("{record_key} vanished")))?;
+    if record.attempt != fresh.attempt {
+        return Err(ApiError::Conflict(
+            "a request with this Idempotency-Key is still in progress; retry shortly".into(),
+        ));
+    }
     match create(&record.request_id) {
         Ok((status, response)) => {
             let done = Done {
@@ -169,7 +194,12 @@ pub fn run(
             })
         }
         Err(e) => {
-            env.kv.delete(&record_key)?;
+            // Only our own record: a slow attempt that failed after another took over
+            // must not erase the other's.
+            let current: Option<Record> = get_json(env.kv, &record_key)?;
+            if current.is_some_and(|r| r.attempt == fresh.attempt && r.done.is_none()) {
+                env.kv.delete(&record_key)?;
+            }
             match e {
                 ApiError::Upstream(u) if u.code == 40050 => Err(ApiError::Conflict(format!(
                     "an earlier attempt with this Idempotency-Key reached TikTok, which refused to create again (request_id {}); list to find what it created",
@@ -264,6 +294,7 @@ mod tests {
             &t.kv,
             &key,
             &Record {
+                attempt: "crashed".into(),
                 fingerprint: sha256_hex(b"c\n{}"),
                 request_id: rid.clone(),
                 started_at: t.now.get(),
@@ -288,6 +319,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status(), 409);
         assert!(e.to_string().contains("reached TikTok"), "{e}");
+    }
+
+    #[test]
+    fn a_slow_attempt_that_fails_after_a_takeover_leaves_the_other_attempts_record() {
+        let t = TestEnv::new();
+        let body = json!({});
+        let e = run_with(&t.env(), &org(), "c", Some("k"), &body, 60, |_| {
+            t.now.set(t.now.get() + 61);
+            let second = run_with(&t.env(), &org(), "c", Some("k"), &body, 60, |_| {
+                Ok((201, json!("second")))
+            })
+            .unwrap();
+            assert!(!second.replayed);
+            Err(ApiError::Storage("the first attempt fails late".into()))
+        });
+        assert!(e.is_err());
+        let replay = run(&t.env(), &org(), "c", Some("k"), &body, |_| {
+            panic!("no call")
+        })
+        .unwrap();
+        assert_eq!((replay.replayed, replay.response), (true, json!("second")));
     }
 
     #[test]

@@ -36,6 +36,9 @@ const MAX_MOOV_BYTES: usize = 64 << 20;
 /// How much of the file is read ahead looking for `moov` before the upload starts.
 const LOOKAHEAD_BYTES: usize = 16 << 20;
 const CHUNK: usize = 64 << 10;
+/// How long an upload attempt holds its Idempotency-Key before another may take over:
+/// the component's request timeout in the shipped runtime config, and a minute more.
+const UPLOAD_PENDING_SECONDS: i64 = 16 * 60;
 
 /// Containers TikTok takes (§5.1); the ones after `mp4, mov, 3gp` are not ISO-BMFF and
 /// cannot be checked here.
@@ -102,7 +105,8 @@ impl BoxScanner {
                     let n = if self.to_end {
                         data.len()
                     } else {
-                        ((end - self.offset) as usize).min(data.len())
+                        // In u64: on wasm32 a huge box must not wrap to 0 bytes.
+                        (end - self.offset).min(data.len() as u64) as usize
                     };
                     if let Some((_, buf)) = &mut self.capture {
                         buf.extend_from_slice(&data[..n]);
@@ -157,7 +161,13 @@ impl BoxScanner {
                 self.error = Some(format!("box {} has an impossible size {s}", fourcc(&kind)));
                 return;
             }
-            Some(s) => self.box_end = Some(start + s),
+            Some(s) => match start.checked_add(s).filter(|end| *end <= 1 << 40) {
+                Some(end) => self.box_end = Some(end),
+                None => {
+                    self.error = Some(format!("box {} has an impossible size {s}", fourcc(&kind)));
+                    return;
+                }
+            },
             None => {
                 self.to_end = true;
                 self.box_end = Some(u64::MAX);
@@ -460,6 +470,9 @@ struct UploadBody<'a> {
     md5: Md5,
     size: u64,
     spec: Spec,
+    /// The caller's body has ended.
+    source_done: bool,
+    /// The form's closing pieces have been produced.
     finished: bool,
     /// Set when the file fails a check only the end could tell: the upload is aborted.
     rejection: Option<(Vec<Check>, String)>,
@@ -550,13 +563,16 @@ impl BodySource for UploadBody<'_> {
         if self.finished {
             return Ok(None);
         }
-        match self.read_more()? {
-            Some(chunk) => Ok(Some(chunk)),
-            None => {
-                self.finished = true;
-                self.end().map(Some)
+        if !self.source_done {
+            match self.read_more()? {
+                Some(chunk) => return Ok(Some(chunk)),
+                None => self.source_done = true,
             }
         }
+        // The file is all read (here or in the look-ahead): the last checks, then the
+        // signature, always.
+        self.finished = true;
+        self.end().map(Some)
     }
 }
 
@@ -589,6 +605,7 @@ pub fn upload(
         md5: Md5::new(),
         size: 0,
         spec,
+        source_done: false,
         finished: false,
         rejection: None,
         read_error: None,
@@ -608,7 +625,7 @@ pub fn upload(
                 head.push(chunk);
             }
             Ok(None) => {
-                body.finished = true;
+                body.source_done = true;
                 break;
             }
             Err(e) => {
@@ -642,7 +659,7 @@ pub fn upload(
     if body.scanner.moov.is_some() {
         let size = request
             .content_length
-            .or(body.finished.then_some(body.size));
+            .or(body.source_done.then_some(body.size));
         let f = facts(body.scanner.ftyp.as_deref(), body.scanner.moov.as_deref());
         let early = checks(&f, size, &spec);
         if let Some(bad) = early.iter().find(|c| !c.ok) {
@@ -714,7 +731,9 @@ pub fn upload_idempotent(
     let fingerprint =
         json!({"file_name": request.file_name, "content_length": request.content_length});
     let mut out = None;
-    let outcome = idempotency::run(env, &access.org, &scope, key, &fingerprint, |_| {
+    let outcome = // An upload may take the component's whole timeout (15 min); only then is a
+    // pending attempt taken over.
+    idempotency::run_with(env, &access.org, &scope, key, &fingerprint, UPLOAD_PENDING_SECONDS, |_| {
         let (status, body) = upload(env, access, request, source)?;
         if status == 422 {
             // Not remembered: a rejected file created nothing.
@@ -743,7 +762,14 @@ fn poll(
     let timeout = env.int_var("video_ready_timeout_seconds", 20, 0..=300)?;
     let mut waited = 0;
     loop {
-        match info(env, access, video_id)? {
+        // The upload has succeeded: a refusal or outage while polling must not turn it
+        // into an error (a retry would upload again); it is answered "processing".
+        let state = match info(env, access, video_id) {
+            Ok(state) => state,
+            Err(ApiError::Upstream(_)) => return Ok((false, None)),
+            Err(e) => return Err(e),
+        };
+        match state {
             Some(v) => return Ok((true, Some(v))),
             None if waited >= timeout => return Ok((false, None)),
             None => {
@@ -763,8 +789,8 @@ fn info(env: &Env, access: &AdvertiserAccess, video_id: &str) -> Result<Option<V
         Ok(reply) => Ok(reply.data["list"]
             .as_array()
             .and_then(|l| l.iter().find(|v| v["video_id"] == video_id))
-            .cloned()
-            .or(Some(Value::Null))),
+            // Not listed yet: still processing, never "ready".
+            .cloned()),
         Err(e) if e.code == 40901 => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -913,6 +939,21 @@ mod tests {
         assert!(scan(&bad, 64).error.unwrap().contains("impossible size"));
         assert_eq!(sniff_other(b"RIFF\0\0\0\0AVI LIST"), "an AVI file");
         assert_eq!(sniff_other(b"hello"), "not a video container");
+    }
+
+    #[test]
+    fn hostile_box_sizes_end_the_scan_without_panic_or_spin() {
+        let ftyp = &mp4(1080, 1920, 10, 10, true)[..28];
+        for size in [u64::MAX, (1u64 << 32) + 16] {
+            let mut file = ftyp.to_vec();
+            file.extend_from_slice(&1u32.to_be_bytes());
+            file.extend_from_slice(b"mdat");
+            file.extend_from_slice(&size.to_be_bytes());
+            file.extend_from_slice(&[0u8; 100]);
+            let s = scan(&file, 7);
+            // Either refused as impossible, or the file ends inside the box.
+            assert!(s.error.is_some(), "size {size}");
+        }
     }
 
     #[test]
@@ -1114,6 +1155,39 @@ mod tests {
                 assert!(e.to_string().contains("went away"), "{e}");
                 assert!(t.tiktok.sent.borrow().is_empty());
             }
+        }
+
+        #[test]
+        fn a_file_read_whole_in_the_look_ahead_is_still_checked_before_it_completes() {
+            let (t, access) = setup();
+            // An ftyp box and nothing else: no moov, no media.
+            let file = mp4(1080, 1920, 10, 10, true)[..28].to_vec();
+            let (status, body) = upload(
+                &t.env(),
+                &access,
+                &request(file.len()),
+                &mut file.as_slice(),
+            )
+            .unwrap();
+            assert_eq!(status, 422, "{body}");
+            assert!(t.tiktok.sent.borrow().is_empty(), "no complete upload");
+            // A short good file also read whole ahead: still signed and closed.
+            let file = mp4(640, 640, 6, 400_000, true);
+            t.script(vec![
+                ok(json!([{"video_id": "v2"}])),
+                ok(json!({"list": [{"video_id": "v2"}]})),
+            ]);
+            let (status, _) = upload(
+                &t.env(),
+                &access,
+                &request(file.len()),
+                &mut file.as_slice(),
+            )
+            .unwrap();
+            assert_eq!(status, 201);
+            let sent = t.tiktok.sent.borrow();
+            let text = String::from_utf8_lossy(&sent[0].body);
+            assert!(text.contains("name=\"video_signature\"") && text.trim_end().ends_with("--"));
         }
 
         #[test]

@@ -171,7 +171,8 @@ impl BodyReader {
 
 impl std::io::Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.pending.len() {
+        // An empty read is not the end: only `Closed` is.
+        while self.at == self.pending.len() {
             let Some(stream) = &self.stream else {
                 return Ok(0);
             };
