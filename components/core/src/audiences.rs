@@ -36,6 +36,9 @@ const PREHASHED_ONLY: &[(&str, usize)] = &[
     ("FIRST_SHA256", 64),
     ("FIRST_MD5", 32),
 ];
+/// Most identifiers one file may hold: bounds the digests and the dedup set within a
+/// component instance's memory. Larger lists go in several files.
+pub const MAX_IDENTIFIERS: usize = 200_000;
 /// How many rejected lines the answer lists.
 const LISTED_REJECTIONS: usize = 20;
 /// TikTok's smallest lookalike source (§5.3).
@@ -170,6 +173,14 @@ pub fn hash_file(
             continue;
         }
         report.lines += 1;
+        if report.lines > MAX_IDENTIFIERS {
+            return Err(ApiError::invalid(
+                "body",
+                format!(
+                    "holds more than {MAX_IDENTIFIERS} identifiers; split it into several files"
+                ),
+            ));
+        }
         match digest(kind, first, country) {
             Ok((d, here)) => {
                 if !seen.insert(d.clone()) {
@@ -494,6 +505,15 @@ mod tests {
         assert_eq!(e.status(), 400);
         let (_, r) = hash_file("IDFA_MD5", b"0123456789ABCDEF0123456789abcdef\n", None).unwrap();
         assert_eq!(r.already_hashed, 1);
+    }
+
+    #[test]
+    fn a_file_over_the_identifier_cap_is_refused_by_name() {
+        let file: String = (0..=MAX_IDENTIFIERS)
+            .map(|i| format!("{i:064x}\n"))
+            .collect();
+        let e = hash_file("EMAIL_SHA256", file.as_bytes(), None).unwrap_err();
+        assert!(e.to_string().contains("split it"), "{e}");
     }
 
     #[test]

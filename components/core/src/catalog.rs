@@ -294,7 +294,11 @@ pub fn upsert_products(
             let log_id = id_string(&reply.data["feed_log_id"]).ok_or_else(|| {
                 ApiError::Internal("TikTok's product upload answer has no feed_log_id".into())
             })?;
-            let log = product_log(env, access, &bc, catalog_id, &log_id)?;
+            // TikTok took the batch: if its log cannot be read now, the products are
+            // reported unknown with the log id to look at, never as refused.
+            let log = product_log(env, access, &bc, catalog_id, &log_id).unwrap_or_else(|e| {
+                json!({"unread": format!("TikTok took this batch, but its product log {log_id} could not be read ({e}); read it later")})
+            });
             Ok::<_, ApiError>((log_id, log))
         })();
         let (log_id, log) = match sent {
@@ -347,14 +351,18 @@ pub fn upsert_products(
                     error: Some(r["error_message"].as_str().unwrap_or("refused").to_string()),
                     refused_by: Some("tiktok"),
                 },
-                None => ProductResult {
-                    index: *i,
-                    sku_id: Some(sku.clone()),
-                    ok: false,
-                    action: None,
-                    error: Some(format!("TikTok's product log {log_id} does not mention it")),
-                    refused_by: Some("tiktok"),
-                },
+                None => {
+                    ProductResult {
+                        index: *i,
+                        sku_id: Some(sku.clone()),
+                        ok: false,
+                        action: None,
+                        error: Some(log["unread"].as_str().map(str::to_string).unwrap_or_else(
+                            || format!("TikTok's product log {log_id} does not mention it"),
+                        )),
+                        refused_by: Some("tiktok"),
+                    }
+                }
             });
         }
         feed_log_ids.push(log_id);
@@ -463,6 +471,16 @@ mod tests {
         let r = upsert_products(&t.env(), &access, "5", &body).unwrap();
         assert_eq!((r.succeeded, r.failed, r.created), (1, 1, 1));
         assert!(r.results[1].error.as_ref().unwrap().contains("40002"));
+        // TikTok took a batch but its log cannot be read: unknown, never "refused".
+        t.script(vec![
+            ok(json!({"feed_log_id": "10"})),
+            err(40001, "No permission to read the log"),
+        ]);
+        let one = json!({"bc_id": "7", "products": [product()]});
+        let r = upsert_products(&t.env(), &access, "5", &one).unwrap();
+        assert_eq!(r.feed_log_ids, vec!["10"]);
+        let e = r.results[0].error.as_ref().unwrap();
+        assert!(e.contains("took this batch") && e.contains("10"), "{e}");
         // Refused before anything was applied: TikTok's error, mapped.
         t.script(vec![err(40001, "No permission")]);
         let e = upsert_products(&t.env(), &access, "5", &body).unwrap_err();
