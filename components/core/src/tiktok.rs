@@ -314,9 +314,13 @@ impl<'a> TikTok<'a> {
 
     /// Makes the call once; no retries.
     pub fn call_once(&self, call: &Call) -> Result<Reply, TikTokError> {
+        self.send(&self.request(call))
+    }
+
+    fn send(&self, request: &OutgoingRequest) -> Result<Reply, TikTokError> {
         let response = self
             .transport
-            .send(&self.request(call))
+            .send(request)
             .map_err(|e| TikTokError::unreachable(format!("TikTok could not be reached: {e}")))?;
         parse_envelope(response.status, &response.body)
     }
@@ -344,9 +348,11 @@ impl<'a> TikTok<'a> {
 
     /// Makes the call, retrying rate limits and transient failures with backoff.
     pub fn call(&self, call: &Call) -> Result<Reply, TikTokError> {
+        // Built once: a retry sends the same bytes (an upload's body is not copied again).
+        let request = self.request(call);
         let mut attempt = 1;
         loop {
-            match self.call_once(call) {
+            match self.send(&request) {
                 Err(e)
                     if matches!(e.class(), CodeClass::Retry | CodeClass::RateLimited)
                         && attempt < self.retry.attempts =>
