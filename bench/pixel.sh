@@ -6,6 +6,9 @@
 #
 #   bench/pixel.sh [seconds per run, default 10]
 set -euo pipefail
+# Backtrace capture is a debugging setting (wasmtime builds an error each time a store
+# is dropped): measure what production runs.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 TOOLS="$HOME/.cache/tiktok-edge/tools"
