@@ -80,10 +80,6 @@ mod draft2 {
         }
     }
 
-    fn unexpected(answer: Written) -> KvError {
-        KvError::Backend(format!("unexpected write answer {answer:?}"))
-    }
-
     pub(super) fn err(e: KvError) -> store::Error {
         match e {
             KvError::NoSuchStore => store::Error::NoSuchStore,
@@ -117,7 +113,10 @@ mod draft2 {
             value: Vec<u8>,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.write(&label, Write::Set { key, value }).await.map(drop))
+            Ok(self
+                .write(&label, Write::Set { key, value })
+                .await
+                .map(drop))
         }
         async fn delete(
             &mut self,
@@ -168,7 +167,7 @@ mod draft2 {
             Ok(
                 match self.write(&label, Write::Increment { key, delta }).await {
                     Ok(Written::Counter(n)) => Ok(n),
-                    Ok(other) => Err(err(unexpected(other))),
+                    Ok(other) => Err(err(other.unexpected())),
                     Err(e) => Err(e),
                 },
             )
@@ -199,7 +198,7 @@ mod draft2 {
                     })?;
                     Ok(Err(atomics::CasError::CasFailed(fresh)))
                 }
-                Ok(other) => Ok(Err(atomics::CasError::StoreError(err(unexpected(other))))),
+                Ok(other) => Ok(Err(atomics::CasError::StoreError(err(other.unexpected())))),
                 Err(e) => Ok(Err(atomics::CasError::StoreError(err(e)))),
             }
         }
