@@ -9,6 +9,7 @@ use crate::ApiError;
 use crate::crypto::{random_bytes, random_token};
 use crate::env::Env;
 use crate::events::{self, Context};
+use crate::gap;
 use crate::kv::IdIndex;
 use crate::lease;
 use crate::pixel_queue::{DeadLetter, Queue, QueuedEvent, stat};
@@ -279,22 +280,25 @@ fn flush_pixel(
             .collect();
         if present.is_empty() {
             // An empty slot: a writer still storing, or one that died before acking.
-            match head.gap_since {
-                Some(since) if env.now - since >= GAP_SECS => {
-                    head.next += 1;
-                    head.gap_since = None;
-                }
-                Some(_) => return Ok(()),
-                None => {
-                    head.gap_since = Some(env.now);
+            match gap::empty_slot(&mut head.gap, head.next, tail, env.now, GAP_SECS) {
+                gap::Verdict::Wait => {
                     queue.set_head(&head)?;
                     return Ok(());
+                }
+                gap::Verdict::Skip => {
+                    // All of a dead request's slots at once, up to the gap's tail.
+                    let covered = head.gap.map_or(head.next, |g| g.tail);
+                    let empty = slots
+                        .iter()
+                        .take_while(|(slot, e)| e.is_none() && *slot <= covered)
+                        .count() as u64;
+                    head.next += empty.max(1);
+                    gap::moved_to(&mut head.gap, head.next);
                 }
             }
             queue.set_head(&head)?;
             continue;
         }
-        head.gap_since = None;
         let token = match pixels::access_token(env, pixel) {
             Ok(t) => t,
             Err(e) => {
@@ -323,6 +327,7 @@ fn flush_pixel(
             Ok(_) => {
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
+                gap::moved_to(&mut head.gap, head.next);
                 head.attempts = 0;
                 head.retry_at = 0;
                 head.last_error = None;
@@ -376,6 +381,7 @@ fn flush_pixel(
                 }
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
+                gap::moved_to(&mut head.gap, head.next);
                 head.attempts = 0;
                 head.retry_at = 0;
                 queue.set_head(&head)?;
@@ -634,6 +640,26 @@ mod tests {
         assert_eq!(flush(&t.env()).unwrap().delivered, 0);
         t.now.set(t.now.get() + GAP_SECS);
         assert_eq!(flush(&t.env()).unwrap().delivered, 1);
+    }
+
+    #[test]
+    fn writers_killed_together_cost_one_wait_not_one_per_slot() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let seq = format!("pq/{}/seq", p.id);
+        // A crash: a 3-event request died (slots 1-3), one was stored (4), another
+        // died (5), one more was stored (6).
+        t.kv.increment(&seq, 3).unwrap();
+        ingest(&t.env(), &p, &events(1, "a"), &ctx(&t)).unwrap();
+        t.kv.increment(&seq, 1).unwrap();
+        ingest(&t.env(), &p, &events(1, "b"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().delivered, 0);
+        t.now.set(t.now.get() + GAP_SECS);
+        assert_eq!(
+            flush(&t.env()).unwrap().delivered,
+            2,
+            "every acknowledged event goes after the one wait"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod env;
 pub mod error;
 pub mod events;
+pub mod gap;
 pub mod http;
 pub mod idempotency;
 pub mod kv;

@@ -51,8 +51,9 @@ pub struct Head {
     pub attempts: u32,
     /// Do not try before this time (backoff).
     pub retry_at: i64,
-    /// When an empty slot at `next` was first seen (a writer in flight, or one that died).
-    pub gap_since: Option<i64>,
+    /// The empty slot being waited on (a writer in flight, or one that died).
+    #[serde(default)]
+    pub gap: Option<crate::gap::Gap>,
     pub last_error: Option<String>,
 }
 

@@ -25,6 +25,7 @@ use crate::ApiError;
 use crate::connections;
 use crate::crypto::{constant_time_eq, hmac_sha256, random_token, sha256_hex};
 use crate::env::Env;
+use crate::gap;
 use crate::kv::{IdIndex, KeyValue, create_json, get_json, set_json};
 use crate::lease;
 use crate::org::OrgId;
@@ -554,8 +555,9 @@ fn duplicate(env: &Env, app: &WebhookApp, mut existing: Delivery) -> Result<Rece
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Head {
     next: u64,
-    /// When an empty slot at `next` was first seen.
-    gap_since: Option<i64>,
+    /// The empty slot being waited on.
+    #[serde(default)]
+    gap: Option<gap::Gap>,
 }
 
 /// What one processing run did.
@@ -592,10 +594,7 @@ pub fn process(env: &Env) -> Result<ProcessReport, ApiError> {
 
 fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), ApiError> {
     let head_key = key(app, "head");
-    let mut head = get_json::<Head>(env.kv, &head_key)?.unwrap_or(Head {
-        next: 1,
-        gap_since: None,
-    });
+    let mut head = get_json::<Head>(env.kv, &head_key)?.unwrap_or(Head { next: 1, gap: None });
     let tail = env.kv.increment(&key(app, "seq"), 0)?.max(0) as u64;
     let last = tail.min(head.next + PER_RUN - 1);
     if head.next > last {
@@ -609,8 +608,8 @@ fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), A
                 // A receiver between taking the slot and logging: wait for it, unless it
                 // has been empty so long that the receiver must have died (unanswered, so
                 // TikTok sends the delivery again and it gets a new slot).
-                let since = *head.gap_since.get_or_insert(env.now);
-                if env.now - since < GAP_SECS {
+                if gap::empty_slot(&mut head.gap, n, tail, env.now, GAP_SECS) == gap::Verdict::Wait
+                {
                     break;
                 }
             }
@@ -629,7 +628,7 @@ fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), A
             }
         }
         head.next = n + 1;
-        head.gap_since = None;
+        gap::moved_to(&mut head.gap, head.next);
     }
     set_json(env.kv, &head_key, &head)
 }
@@ -1382,6 +1381,31 @@ mod tests {
             .map(|d| d.user_openid.clone().unwrap())
             .collect();
         assert_eq!(who, ["u4", "u2"]);
+    }
+
+    #[test]
+    fn receivers_killed_together_cost_one_wait_not_one_each() {
+        let t = test_env();
+        let env = t.env();
+        let app = app(&env, "app-1").unwrap();
+        for user in ["u1", "u2", "u3"] {
+            let b = body("tiktok.ping", user, "{}");
+            receive(&env, &app, Some(&signed(&t, "app-secret", &b)), &b).unwrap();
+        }
+        // A crash: the first two receivers died before logging, the third answered.
+        env.kv.delete(&log_key("app-1", 1)).unwrap();
+        env.kv.delete(&log_key("app-1", 2)).unwrap();
+        assert_eq!(
+            process(&env).unwrap().processed,
+            0,
+            "a fresh gap is waited for"
+        );
+        t.now.set(t.now.get() + GAP_SECS + 1);
+        assert_eq!(
+            process(&t.env()).unwrap().processed,
+            1,
+            "both dead slots are skipped after the one wait"
+        );
     }
 
     #[test]
