@@ -80,6 +80,10 @@ mod draft2 {
         }
     }
 
+    fn unexpected(answer: Written) -> KvError {
+        KvError::Backend(format!("unexpected write answer {answer:?}"))
+    }
+
     pub(super) fn err(e: KvError) -> store::Error {
         match e {
             KvError::NoSuchStore => store::Error::NoSuchStore,
@@ -113,10 +117,7 @@ mod draft2 {
             value: Vec<u8>,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self
-                .write(&label, Write::Set { key, value })
-                .await
-                .map(drop))
+            Ok(self.write(&label, Write::Set { key, value }).await.map(drop))
         }
         async fn delete(
             &mut self,
@@ -167,7 +168,7 @@ mod draft2 {
             Ok(
                 match self.write(&label, Write::Increment { key, delta }).await {
                     Ok(Written::Counter(n)) => Ok(n),
-                    Ok(other) => Err(err(other.unexpected())),
+                    Ok(other) => Err(err(unexpected(other))),
                     Err(e) => Err(e),
                 },
             )
@@ -198,7 +199,7 @@ mod draft2 {
                     })?;
                     Ok(Err(atomics::CasError::CasFailed(fresh)))
                 }
-                Ok(other) => Ok(Err(atomics::CasError::StoreError(err(other.unexpected())))),
+                Ok(other) => Ok(Err(atomics::CasError::StoreError(err(unexpected(other))))),
                 Err(e) => Ok(Err(atomics::CasError::StoreError(err(e)))),
             }
         }

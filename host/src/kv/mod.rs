@@ -45,17 +45,9 @@ pub struct KeyPage {
 /// A write a guest asks for, as one value so it can wait in a queue for a group commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    Set {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
-    Increment {
-        key: String,
-        delta: i64,
-    },
+    Set { key: String, value: Vec<u8> },
+    Delete { key: String },
+    Increment { key: String, delta: i64 },
     CompareAndSwap {
         key: String,
         expected: Option<Vec<u8>>,
@@ -88,13 +80,6 @@ pub enum Written {
     Counter(i64),
     /// Whether the compare-and-swap took place.
     Swapped(bool),
-}
-
-impl Written {
-    /// The error for an answer of the wrong kind (a backend bug, not the guest's).
-    pub fn unexpected(self) -> KvError {
-        KvError::Backend(format!("unexpected write answer {self:?}"))
-    }
 }
 
 /// A write in flight: resolves once it is durable.

@@ -12,7 +12,9 @@
 //! all, and goes on until the queue is empty. Under load one commit (and one WAL append
 //! of each page touched) serves many requests instead of one write each.
 
-use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
+use super::{
+    KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -197,8 +199,7 @@ const DELETE: &str = "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2";
 fn apply(c: &Connection, store: &str, op: &Write) -> rusqlite::Result<Result<Written, KvError>> {
     Ok(Ok(match op {
         Write::Set { key, value } => {
-            c.prepare_cached(UPSERT)?
-                .execute(params![store, key, value])?;
+            c.prepare_cached(UPSERT)?.execute(params![store, key, value])?;
             Written::Done
         }
         Write::Delete { key } => {
@@ -252,6 +253,10 @@ fn apply(c: &Connection, store: &str, op: &Write) -> rusqlite::Result<Result<Wri
 fn decode_counter(bytes: &[u8]) -> Result<i64, KvError> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| KvError::NotACounter)?;
     Ok(i64::from_le_bytes(arr))
+}
+
+fn unexpected(answer: Written) -> KvError {
+    KvError::Backend(format!("unexpected write answer {answer:?}"))
 }
 
 impl KeyValueBackend for SqliteBackend {
@@ -317,7 +322,7 @@ impl KeyValueBackend for SqliteBackend {
         };
         match self.run(store, &op)? {
             Written::Counter(n) => Ok(n),
-            other => Err(other.unexpected()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -335,7 +340,7 @@ impl KeyValueBackend for SqliteBackend {
         };
         match self.run(store, &op)? {
             Written::Swapped(swapped) => Ok(swapped),
-            other => Err(other.unexpected()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -490,42 +495,17 @@ mod tests {
             let b = b.clone();
             tasks.push(tokio::spawn(async move {
                 let counter = b
-                    .write(
-                        "s",
-                        Write::Increment {
-                            key: "n".into(),
-                            delta: 1,
-                        },
-                    )
+                    .write("s", Write::Increment { key: "n".into(), delta: 1 })
                     .await;
                 let own = b
-                    .write(
-                        "s",
-                        Write::Set {
-                            key: format!("k{i}"),
-                            value: vec![i as u8],
-                        },
-                    )
+                    .write("s", Write::Set { key: format!("k{i}"), value: vec![i as u8] })
                     .await;
                 let claimed = b
-                    .write(
-                        "s",
-                        Write::CompareAndSwap {
-                            key: "claim".into(),
-                            expected: None,
-                            new: vec![i as u8],
-                        },
-                    )
+                    .write("s", Write::CompareAndSwap { key: "claim".into(), expected: None, new: vec![i as u8] })
                     .await;
                 // A bad write in someone's group answers for itself only.
                 let bad = b
-                    .write(
-                        "s",
-                        Write::Increment {
-                            key: "text".into(),
-                            delta: 1,
-                        },
-                    )
+                    .write("s", Write::Increment { key: "text".into(), delta: 1 })
                     .await;
                 (counter, own, claimed, bad)
             }));
@@ -545,25 +525,14 @@ mod tests {
             assert_eq!(bad, Err(KvError::NotACounter));
         }
         counters.sort();
-        assert_eq!(
-            counters,
-            (1..=200).collect::<Vec<_>>(),
-            "every increment saw its own value"
-        );
+        assert_eq!(counters, (1..=200).collect::<Vec<_>>(), "every increment saw its own value");
         assert_eq!(claims, 1, "exactly one compare-and-swap from absent wins");
         assert_eq!(b.increment("s", "n", 0).unwrap(), 200);
         for i in 0..200 {
             assert_eq!(b.get("s", &format!("k{i}")).unwrap(), Some(vec![i as u8]));
         }
         assert_eq!(
-            b.write(
-                "s",
-                Write::Set {
-                    key: "k".repeat(256),
-                    value: vec![]
-                }
-            )
-            .await,
+            b.write("s", Write::Set { key: "k".repeat(256), value: vec![] }).await,
             Err(KvError::KeyTooLong),
             "limits are checked before a write is queued"
         );
@@ -572,32 +541,18 @@ mod tests {
     #[test]
     fn a_write_queued_as_its_runtime_shuts_down_is_still_committed() {
         let b = SqliteBackend::in_memory().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let pending = {
             let _inside = runtime.enter();
-            b.write(
-                "s",
-                Write::Set {
-                    key: "k".into(),
-                    value: b"v".to_vec(),
-                },
-            )
+            b.write("s", Write::Set { key: "k".into(), value: b"v".to_vec() })
         };
         drop(runtime); // its commit task never ran
         let answer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap()
-            .block_on(async {
-                tokio::time::timeout(std::time::Duration::from_secs(10), pending).await
-            });
-        assert_eq!(
-            answer,
-            Ok(Ok(Written::Done)),
-            "the write was answered, not left waiting"
-        );
+            .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), pending).await });
+        assert_eq!(answer, Ok(Ok(Written::Done)), "the write was answered, not left waiting");
         assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(
             b.write_now_for_test(),
@@ -620,18 +575,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.sqlite");
         let b = SqliteBackend::open(&path).unwrap();
-        b.write(
-            "s",
-            Write::SetMany(vec![
-                ("a".into(), b"1".to_vec()),
-                ("b".into(), b"2".to_vec()),
-            ]),
-        )
-        .await
-        .unwrap();
-        b.write("s", Write::DeleteMany(vec!["a".into()]))
+        b.write("s", Write::SetMany(vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]))
             .await
             .unwrap();
+        b.write("s", Write::DeleteMany(vec!["a".into()])).await.unwrap();
         drop(b);
         let again = SqliteBackend::open(&path).unwrap();
         assert_eq!(again.get("s", "a").unwrap(), None);
