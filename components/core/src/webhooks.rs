@@ -784,24 +784,48 @@ fn org_log_key(org: &OrgId, n: u64) -> String {
     format!("{}wh/log/{n:020}", org.key_prefix())
 }
 
-/// Adds the delivery to the log of each organization it concerns.
+/// Adds the delivery to the log of each organization it concerns: once per delivery and
+/// org however often processing runs, and also when a run died between taking the log
+/// slot and writing it (the mark names the slot, and the slot is written again).
 fn attribute(env: &Env, d: &Delivery) -> Result<(), ApiError> {
     for org in &d.orgs {
         let Ok(org) = OrgId::parse(org) else { continue };
-        // Once per delivery and org, even if processing ran twice.
         let mark = format!("{}wh/seen/{}", org.key_prefix(), d.id);
-        if !env.kv.compare_and_swap(&mark, None, b"1")? {
-            continue;
+        let slot = match env.kv.get(&mark)? {
+            Some(m) => marked_slot(&m),
+            None => {
+                let n = env
+                    .kv
+                    .increment(&format!("{}wh/seq", org.key_prefix()), 1)?
+                    as u64;
+                if env
+                    .kv
+                    .compare_and_swap(&mark, None, format!("slot:{n}").as_bytes())?
+                {
+                    Some(n)
+                } else {
+                    // Another run marked it first; our slot stays empty (listings skip it).
+                    env.kv.get(&mark)?.as_deref().and_then(marked_slot)
+                }
+            }
+        };
+        // A mark from before marks named their slot: logged when it was made.
+        let Some(slot) = slot else { continue };
+        let entry = format!("{}/{}", d.app, d.id);
+        let key = org_log_key(&org, slot);
+        if env.kv.get(&key)?.as_deref() != Some(entry.as_bytes()) {
+            env.kv.set(&key, entry.as_bytes())?;
         }
-        let n = env
-            .kv
-            .increment(&format!("{}wh/seq", org.key_prefix()), 1)? as u64;
-        env.kv.set(
-            &org_log_key(&org, n),
-            format!("{}/{}", d.app, d.id).as_bytes(),
-        )?;
     }
     Ok(())
+}
+
+fn marked_slot(mark: &[u8]) -> Option<u64> {
+    std::str::from_utf8(mark)
+        .ok()?
+        .strip_prefix("slot:")?
+        .parse()
+        .ok()
 }
 
 /// Filters for listings.
@@ -1381,6 +1405,36 @@ mod tests {
             .map(|d| d.user_openid.clone().unwrap())
             .collect();
         assert_eq!(who, ["u4", "u2"]);
+    }
+
+    #[test]
+    fn a_processor_killed_between_marking_and_logging_still_lists_the_delivery() {
+        let t = test_env();
+        let env = t.env();
+        let app = app(&env, "app-1").unwrap();
+        let b = body("tiktok.ping", "u", "{}");
+        let r = receive(&env, &app, Some(&signed(&t, "app-secret", &b)), &b).unwrap();
+        let mut d: Delivery = get_json(env.kv, &record_key("app-1", &r.id))
+            .unwrap()
+            .unwrap();
+        d.orgs = vec!["acme".into()];
+        let org = OrgId::parse("acme").unwrap();
+        attribute(&env, &d).unwrap();
+        // The crash: the run took its slot and marked the delivery; its log write was lost.
+        env.kv.delete(&org_log_key(&org, 1)).unwrap();
+        attribute(&env, &d).unwrap();
+        attribute(&env, &d).unwrap();
+        assert_eq!(
+            env.kv.get(&org_log_key(&org, 1)).unwrap(),
+            Some(format!("app-1/{}", r.id).into_bytes())
+        );
+        assert_eq!(
+            env.kv
+                .increment(&format!("{}wh/seq", org.key_prefix()), 0)
+                .unwrap(),
+            1,
+            "one slot, however often processing runs"
+        );
     }
 
     #[test]
