@@ -662,8 +662,19 @@ fn process_one(env: &Env, app: &str, id: &str, slot: u64) -> Result<Option<Statu
         }
         Err(Failure::Transient(e)) => d.error = Some(e),
     }
-    // Keep the duplicate count a concurrent receiver may have raised meanwhile.
     let status = d.status;
+    // The effects first, the status last: a run killed in between leaves the delivery
+    // `received`, and the next run does them again (each is idempotent). The other way
+    // round, a delivery marked done could miss its organizations' listings for good.
+    match status {
+        Status::Processed => attribute(env, &d)?,
+        Status::Dead => {
+            IdIndex::new(env.kv, key(app, "dead")).insert(id)?;
+            attribute(env, &d)?;
+        }
+        Status::Received => {}
+    }
+    // Keep the duplicate count a concurrent receiver may have raised meanwhile.
     crate::kv::update_json(env.kv, &rkey, |current: Option<Delivery>| {
         let mut next = d.clone();
         if let Some(c) = current {
@@ -672,15 +683,8 @@ fn process_one(env: &Env, app: &str, id: &str, slot: u64) -> Result<Option<Statu
         Ok((Some(next), ()))
     })?;
     match status {
-        Status::Processed => {
-            count(env.kv, app, stat::PROCESSED, 1)?;
-            attribute(env, &d)?;
-        }
-        Status::Dead => {
-            count(env.kv, app, stat::DEAD, 1)?;
-            IdIndex::new(env.kv, key(app, "dead")).insert(id)?;
-            attribute(env, &d)?;
-        }
+        Status::Processed => count(env.kv, app, stat::PROCESSED, 1)?,
+        Status::Dead => count(env.kv, app, stat::DEAD, 1)?,
         Status::Received => {}
     }
     Ok(Some(status))
