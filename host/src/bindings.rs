@@ -12,7 +12,16 @@ pub mod keyvalue_draft2 {
             "wasi:keyvalue/store.bucket": crate::kv::OpenStore,
             "wasi:keyvalue/atomics.cas": crate::kv::host::CasHandle,
         },
-        imports: { default: trappable },
+        // Writes wait for the store's group commit without holding a thread.
+        imports: {
+            "wasi:keyvalue/store.[method]bucket.set": async | trappable,
+            "wasi:keyvalue/store.[method]bucket.delete": async | trappable,
+            "wasi:keyvalue/atomics.increment": async | trappable,
+            "wasi:keyvalue/atomics.swap": async | trappable,
+            "wasi:keyvalue/batch.set-many": async | trappable,
+            "wasi:keyvalue/batch.delete-many": async | trappable,
+            default: trappable,
+        },
     });
 }
 

@@ -1,6 +1,6 @@
 //! Guest-facing key-value interfaces, every version on the same [`KeyValueAccess`].
 
-use super::{KeyValueAccess, KvError, OpenStore};
+use super::{KeyValueAccess, KvError, OpenStore, Write, Written};
 use crate::bindings::{keyvalue_draft, keyvalue_draft2, spin_v2, spin_v3};
 use wasmtime::Result;
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
@@ -67,6 +67,19 @@ mod draft2 {
     use super::*;
     use keyvalue_draft2::wasi::keyvalue::{atomics, batch, store};
 
+    impl KvView<'_> {
+        /// A guest write, through the backend's (group-committing) queue.
+        fn write(
+            &self,
+            label: &str,
+            op: Write,
+        ) -> impl Future<Output = std::result::Result<Written, store::Error>> + Send + 'static
+        {
+            let written = self.access.backend().write(label, op);
+            async move { written.await.map_err(err) }
+        }
+    }
+
     pub(super) fn err(e: KvError) -> store::Error {
         match e {
             KvError::NoSuchStore => store::Error::NoSuchStore,
@@ -93,22 +106,25 @@ mod draft2 {
             let label = self.label(&b)?;
             Ok(self.access.backend().get(&label, &key).map_err(err))
         }
-        fn set(
+        async fn set(
             &mut self,
             b: Resource<store::Bucket>,
             key: String,
             value: Vec<u8>,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().set(&label, &key, &value).map_err(err))
+            Ok(self
+                .write(&label, Write::Set { key, value })
+                .await
+                .map(drop))
         }
-        fn delete(
+        async fn delete(
             &mut self,
             b: Resource<store::Bucket>,
             key: String,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().delete(&label, &key).map_err(err))
+            Ok(self.write(&label, Write::Delete { key }).await.map(drop))
         }
         fn exists(
             &mut self,
@@ -141,35 +157,37 @@ mod draft2 {
     }
 
     impl atomics::Host for KvView<'_> {
-        fn increment(
+        async fn increment(
             &mut self,
             b: Resource<store::Bucket>,
             key: String,
             delta: i64,
         ) -> Result<std::result::Result<i64, store::Error>> {
             let label = self.label(&b)?;
-            Ok(self
-                .access
-                .backend()
-                .increment(&label, &key, delta)
-                .map_err(err))
+            Ok(
+                match self.write(&label, Write::Increment { key, delta }).await {
+                    Ok(Written::Counter(n)) => Ok(n),
+                    Ok(other) => Err(err(other.unexpected())),
+                    Err(e) => Err(e),
+                },
+            )
         }
-        fn swap(
+        async fn swap(
             &mut self,
             cas: Resource<atomics::Cas>,
             value: Vec<u8>,
         ) -> Result<std::result::Result<(), atomics::CasError>> {
             let handle = self.table.delete(cas)?;
-            let backend = self.access.backend();
-            match backend.compare_and_swap(
-                &handle.store,
-                &handle.key,
-                handle.seen.as_deref(),
-                &value,
-            ) {
-                Ok(true) => Ok(Ok(())),
-                Ok(false) => {
-                    let seen = match backend.get(&handle.store, &handle.key) {
+            let op = Write::CompareAndSwap {
+                key: handle.key.clone(),
+                expected: handle.seen,
+                new: value,
+            };
+            let swapped = self.access.backend().write(&handle.store, op).await;
+            match swapped {
+                Ok(Written::Swapped(true)) => Ok(Ok(())),
+                Ok(Written::Swapped(false)) => {
+                    let seen = match self.access.backend().get(&handle.store, &handle.key) {
                         Ok(seen) => seen,
                         Err(e) => return Ok(Err(atomics::CasError::StoreError(err(e)))),
                     };
@@ -180,6 +198,7 @@ mod draft2 {
                     })?;
                     Ok(Err(atomics::CasError::CasFailed(fresh)))
                 }
+                Ok(other) => Ok(Err(atomics::CasError::StoreError(err(other.unexpected())))),
                 Err(e) => Ok(Err(atomics::CasError::StoreError(err(e)))),
             }
         }
@@ -223,25 +242,21 @@ mod draft2 {
             let label = self.label(&b)?;
             Ok(self.access.backend().get_many(&label, &keys).map_err(err))
         }
-        fn set_many(
+        async fn set_many(
             &mut self,
             b: Resource<store::Bucket>,
             pairs: Vec<(String, Vec<u8>)>,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self.access.backend().set_many(&label, &pairs).map_err(err))
+            Ok(self.write(&label, Write::SetMany(pairs)).await.map(drop))
         }
-        fn delete_many(
+        async fn delete_many(
             &mut self,
             b: Resource<store::Bucket>,
             keys: Vec<String>,
         ) -> Result<std::result::Result<(), store::Error>> {
             let label = self.label(&b)?;
-            Ok(self
-                .access
-                .backend()
-                .delete_many(&label, &keys)
-                .map_err(err))
+            Ok(self.write(&label, Write::DeleteMany(keys)).await.map(drop))
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod host;
 pub mod sqlite;
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Largest key a guest may use, in bytes (Spin's limit too).
@@ -41,6 +42,84 @@ pub struct KeyPage {
     pub cursor: Option<String>,
 }
 
+/// A write a guest asks for, as one value so it can wait in a queue for a group commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Set {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    Increment {
+        key: String,
+        delta: i64,
+    },
+    CompareAndSwap {
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
+    SetMany(Vec<(String, Vec<u8>)>),
+    DeleteMany(Vec<String>),
+}
+
+impl Write {
+    /// The key and value limits, checked before the write is queued.
+    pub fn check(&self) -> Result<(), KvError> {
+        match self {
+            Write::Set { key, value } => check_key(key).and(check_value(value)),
+            Write::Delete { key } | Write::Increment { key, .. } => check_key(key),
+            Write::CompareAndSwap { key, new, .. } => check_key(key).and(check_value(new)),
+            Write::SetMany(pairs) => pairs
+                .iter()
+                .try_for_each(|(k, v)| check_key(k).and(check_value(v))),
+            Write::DeleteMany(keys) => keys.iter().try_for_each(|k| check_key(k)),
+        }
+    }
+}
+
+/// What a [`Write`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// The counter's new value (`Increment`).
+    Counter(i64),
+    /// Whether the compare-and-swap took place.
+    Swapped(bool),
+}
+
+impl Written {
+    /// The error for an answer of the wrong kind (a backend bug, not the guest's).
+    pub fn unexpected(self) -> KvError {
+        KvError::Backend(format!("unexpected write answer {self:?}"))
+    }
+}
+
+/// A write in flight: resolves once it is durable.
+pub type WriteFuture = Pin<Box<dyn Future<Output = Result<Written, KvError>> + Send>>;
+
+/// Applies `op` with the backend's synchronous methods.
+pub fn apply_sync<B: KeyValueBackend + ?Sized>(
+    backend: &B,
+    store: &str,
+    op: Write,
+) -> Result<Written, KvError> {
+    match op {
+        Write::Set { key, value } => backend.set(store, &key, &value).map(|()| Written::Done),
+        Write::Delete { key } => backend.delete(store, &key).map(|()| Written::Done),
+        Write::Increment { key, delta } => {
+            backend.increment(store, &key, delta).map(Written::Counter)
+        }
+        Write::CompareAndSwap { key, expected, new } => backend
+            .compare_and_swap(store, &key, expected.as_deref(), &new)
+            .map(Written::Swapped),
+        Write::SetMany(pairs) => backend.set_many(store, &pairs).map(|()| Written::Done),
+        Write::DeleteMany(keys) => backend.delete_many(store, &keys).map(|()| Written::Done),
+    }
+}
+
 /// Where key-value data lives. Implementations must be safe to share between requests.
 pub trait KeyValueBackend: Send + Sync + 'static {
     fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
@@ -68,6 +147,14 @@ pub trait KeyValueBackend: Send + Sync + 'static {
     /// Sets all pairs in one transaction.
     fn set_many(&self, store: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError>;
     fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError>;
+
+    /// Applies `op`; the future resolves once it is durable. A guest waits on it without
+    /// holding a thread, so a backend can commit the writes of concurrent requests
+    /// together (the SQLite backend does). By default the synchronous method runs now.
+    fn write(&self, store: &str, op: Write) -> WriteFuture {
+        let result = apply_sync(self, store, op);
+        Box::pin(std::future::ready(result))
+    }
 }
 
 /// A component's view of key-value: the backend plus the labels it was granted.

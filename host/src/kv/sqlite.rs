@@ -4,17 +4,46 @@
 //! `set` has its data on disk; WAL with `synchronous=NORMAL` survives a killed process.
 //! The layout is Spin's own (`spin_key_value(store, key, value)`, counters as
 //! little-endian i64), so a data file moves between Spin and tiktok-edge.
+//!
+//! **Group commit.** A guest's writes ([`KeyValueBackend::write`]) are queued, and the
+//! guest waits without holding a thread. The first write to find no commit pending
+//! starts one: a task that first lets the other runnable requests reach their own
+//! writes, then applies every write waiting in one transaction, commits, answers them
+//! all, and goes on until the queue is empty. Under load one commit (and one WAL append
+//! of each page touched) serves many requests instead of one write each.
 
-use super::{KeyPage, KeyValue, KeyValueBackend, KvError, check_key, check_value};
+use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Most keys one `list_keys` call returns, whatever the caller asks.
 pub const MAX_PAGE: usize = 10_000;
+/// Most writes one group commit takes; the rest wait for the next.
+const MAX_GROUP: usize = 512;
 
 pub struct SqliteBackend {
+    shared: Arc<Shared>,
+}
+
+/// The connection and the write queue, shared with the task that commits a group.
+struct Shared {
     conn: Mutex<Connection>,
+    group: Mutex<Group>,
+}
+
+/// Writes waiting for a commit, and whether a leader is committing.
+#[derive(Default)]
+struct Group {
+    waiting: Vec<Queued>,
+    leader: bool,
+}
+
+/// A write waiting for its group commit.
+struct Queued {
+    store: String,
+    op: Write,
+    reply: tokio::sync::oneshot::Sender<Result<Written, KvError>>,
 }
 
 fn backend(e: rusqlite::Error) -> KvError {
@@ -56,7 +85,10 @@ impl SqliteBackend {
         )
         .map_err(backend)?;
         Ok(SqliteBackend {
-            conn: Mutex::new(conn),
+            shared: Arc::new(Shared {
+                conn: Mutex::new(conn),
+                group: Mutex::default(),
+            }),
         })
     }
 
@@ -64,9 +96,157 @@ impl SqliteBackend {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, KvError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(backend)
+        f(&mut lock(&self.shared.conn)).map_err(backend)
     }
+
+    /// One write in its own transaction, now, on the caller's thread.
+    fn run(&self, store: &str, op: &Write) -> Result<Written, KvError> {
+        op.check()?;
+        run_alone(&mut lock(&self.shared.conn), store, op)
+    }
+}
+
+impl Shared {
+    /// Leads group commits until no write is waiting (see the module docs).
+    fn lead(&self) {
+        let _leadership = Leadership(&self.group);
+        loop {
+            let group = {
+                let mut g = lock(&self.group);
+                if g.waiting.is_empty() {
+                    g.leader = false;
+                    return;
+                }
+                let take = g.waiting.len().min(MAX_GROUP);
+                g.waiting.drain(..take).collect::<Vec<_>>()
+            };
+            let results = commit_group(&mut lock(&self.conn), &group);
+            for (write, result) in group.into_iter().zip(results) {
+                // A caller that gave up (its request timed out) no longer listens.
+                let _ = write.reply.send(result);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Commits the waiting group when dropped: after the task's yield, or when a runtime
+/// that is shutting down drops the task unrun, so no write is left waiting.
+struct CommitOnDrop(Arc<Shared>);
+
+impl Drop for CommitOnDrop {
+    fn drop(&mut self) {
+        self.0.lead();
+    }
+}
+
+/// Hands leadership back if the leader panics, so later writes are not left waiting
+/// for a leader that is gone.
+struct Leadership<'a>(&'a Mutex<Group>);
+
+impl Drop for Leadership<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(self.0).leader = false;
+        }
+    }
+}
+
+/// Applies a group in one transaction. If SQLite fails on one of them (a full disk, say)
+/// none is committed, and each is then tried alone so it gets its own answer.
+fn commit_group(conn: &mut Connection, group: &[Queued]) -> Vec<Result<Written, KvError>> {
+    let mut together = || -> rusqlite::Result<Vec<Result<Written, KvError>>> {
+        let tx = conn.transaction()?;
+        let results = group
+            .iter()
+            .map(|w| apply(&tx, &w.store, &w.op))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(results)
+    };
+    match together() {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::warn!(error = %e, writes = group.len(), "group commit failed; committing its writes one by one");
+            group
+                .iter()
+                .map(|w| run_alone(conn, &w.store, &w.op))
+                .collect()
+        }
+    }
+}
+
+fn run_alone(conn: &mut Connection, store: &str, op: &Write) -> Result<Written, KvError> {
+    let tx = conn.transaction().map_err(backend)?;
+    let result = apply(&tx, store, op).map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    result
+}
+
+const UPSERT: &str = "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT(store, key) DO UPDATE SET value = excluded.value";
+const SELECT: &str = "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2";
+const DELETE: &str = "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2";
+
+/// Applies one (checked) write inside the caller's transaction. The outer error is
+/// SQLite failing (the transaction must not commit); the inner result is the write's own
+/// answer, an error only for a counter that is not one.
+fn apply(c: &Connection, store: &str, op: &Write) -> rusqlite::Result<Result<Written, KvError>> {
+    Ok(Ok(match op {
+        Write::Set { key, value } => {
+            c.prepare_cached(UPSERT)?
+                .execute(params![store, key, value])?;
+            Written::Done
+        }
+        Write::Delete { key } => {
+            c.prepare_cached(DELETE)?.execute(params![store, key])?;
+            Written::Done
+        }
+        Write::Increment { key, delta } => {
+            let current: Option<Vec<u8>> = c
+                .prepare_cached(SELECT)?
+                .query_row(params![store, key], |r| r.get(0))
+                .optional()?;
+            let current = match current.as_deref().map(decode_counter).transpose() {
+                Ok(current) => current.unwrap_or(0),
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some(new) = current.checked_add(*delta) else {
+                return Ok(Err(KvError::Backend("counter overflow".into())));
+            };
+            c.prepare_cached(UPSERT)?
+                .execute(params![store, key, new.to_le_bytes().as_slice()])?;
+            Written::Counter(new)
+        }
+        Write::CompareAndSwap { key, expected, new } => {
+            let changed = match expected {
+                Some(old) => c
+                    .prepare_cached("UPDATE spin_key_value SET value = ?4 WHERE store = ?1 AND key = ?2 AND value = ?3")?
+                    .execute(params![store, key, old, new])?,
+                None => c
+                    .prepare_cached("INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+                    .execute(params![store, key, new])?,
+            };
+            Written::Swapped(changed == 1)
+        }
+        Write::SetMany(pairs) => {
+            let mut stmt = c.prepare_cached(UPSERT)?;
+            for (k, v) in pairs {
+                stmt.execute(params![store, k, v])?;
+            }
+            Written::Done
+        }
+        Write::DeleteMany(keys) => {
+            let mut stmt = c.prepare_cached(DELETE)?;
+            for k in keys {
+                stmt.execute(params![store, k])?;
+            }
+            Written::Done
+        }
+    }))
 }
 
 fn decode_counter(bytes: &[u8]) -> Result<i64, KvError> {
@@ -78,32 +258,25 @@ impl KeyValueBackend for SqliteBackend {
     fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
         self.with(|c| {
-            c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+            c.prepare_cached(SELECT)?
                 .query_row(params![store, key], |r| r.get(0))
                 .optional()
         })
     }
 
     fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        check_key(key)?;
-        check_value(value)?;
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![store, key, value])
-            .map(drop)
-        })
+        let op = Write::Set {
+            key: key.to_string(),
+            value: value.to_vec(),
+        };
+        self.run(store, &op).map(drop)
     }
 
     fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
-        check_key(key)?;
-        self.with(|c| {
-            c.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
-                .execute(params![store, key])
-                .map(drop)
-        })
+        let op = Write::Delete {
+            key: key.to_string(),
+        };
+        self.run(store, &op).map(drop)
     }
 
     fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
@@ -138,30 +311,13 @@ impl KeyValueBackend for SqliteBackend {
     }
 
     fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
-        check_key(key)?;
-        {
-            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction().map_err(backend)?;
-            let current: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
-                .and_then(|mut s| s.query_row(params![store, key], |r| r.get(0)).optional())
-                .map_err(backend)?;
-            let current = current
-                .as_deref()
-                .map(decode_counter)
-                .transpose()?
-                .unwrap_or(0);
-            let new = current
-                .checked_add(delta)
-                .ok_or_else(|| KvError::Backend("counter overflow".into()))?;
-            tx.prepare_cached(
-                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-            )
-            .and_then(|mut s| s.execute(params![store, key, new.to_le_bytes().as_slice()]))
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(new)
+        let op = Write::Increment {
+            key: key.to_string(),
+            delta,
+        };
+        match self.run(store, &op)? {
+            Written::Counter(n) => Ok(n),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -172,26 +328,21 @@ impl KeyValueBackend for SqliteBackend {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, KvError> {
-        check_key(key)?;
-        check_value(new)?;
-        self.with(|c| {
-            let changed = match expected {
-                Some(old) => c
-                    .prepare_cached("UPDATE spin_key_value SET value = ?4 WHERE store = ?1 AND key = ?2 AND value = ?3")?
-                    .execute(params![store, key, old, new])?,
-                None => c
-                    .prepare_cached("INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
-                    .execute(params![store, key, new])?,
-            };
-            Ok(changed == 1)
-        })
+        let op = Write::CompareAndSwap {
+            key: key.to_string(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        match self.run(store, &op)? {
+            Written::Swapped(swapped) => Ok(swapped),
+            other => Err(other.unexpected()),
+        }
     }
 
     fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<KeyValue>, KvError> {
         keys.iter().try_for_each(|k| check_key(k))?;
         self.with(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+            let mut stmt = c.prepare_cached(SELECT)?;
             keys.iter()
                 .map(|k| {
                     Ok((
@@ -204,37 +355,45 @@ impl KeyValueBackend for SqliteBackend {
     }
 
     fn set_many(&self, store: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
-        for (k, v) in pairs {
-            check_key(k)?;
-            check_value(v)?;
-        }
-        self.with(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-                )?;
-                for (k, v) in pairs {
-                    stmt.execute(params![store, k, v])?;
-                }
-            }
-            tx.commit()
-        })
+        self.run(store, &Write::SetMany(pairs.to_vec())).map(drop)
     }
 
     fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError> {
-        keys.iter().try_for_each(|k| check_key(k))?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
-                for k in keys {
-                    stmt.execute(params![store, k])?;
+        self.run(store, &Write::DeleteMany(keys.to_vec())).map(drop)
+    }
+
+    fn write(&self, store: &str, op: Write) -> WriteFuture {
+        if let Err(e) = op.check() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut g = lock(&self.shared.group);
+            g.waiting.push(Queued {
+                store: store.to_string(),
+                op,
+                reply,
+            });
+            !std::mem::replace(&mut g.leader, true)
+        };
+        if lead {
+            match tokio::runtime::Handle::try_current() {
+                // Commit after the other requests this thread can run now have had their
+                // turn: their writes join the group instead of waiting for the next one.
+                Ok(runtime) => {
+                    let commit = CommitOnDrop(self.shared.clone());
+                    runtime.spawn(async move {
+                        tokio::task::yield_now().await;
+                        drop(commit);
+                    });
                 }
+                Err(_) => self.shared.lead(),
             }
-            tx.commit()
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(KvError::Backend("the write was dropped".into())))
         })
     }
 }
@@ -320,6 +479,163 @@ mod tests {
             b.set("s", "k", &vec![0; super::super::MAX_VALUE_BYTES + 1]),
             Err(KvError::ValueTooLarge)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_commit_in_groups_with_their_own_answers() {
+        let b = Arc::new(SqliteBackend::in_memory().unwrap());
+        b.set("s", "text", b"not a counter").unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let counter = b
+                    .write(
+                        "s",
+                        Write::Increment {
+                            key: "n".into(),
+                            delta: 1,
+                        },
+                    )
+                    .await;
+                let own = b
+                    .write(
+                        "s",
+                        Write::Set {
+                            key: format!("k{i}"),
+                            value: vec![i as u8],
+                        },
+                    )
+                    .await;
+                let claimed = b
+                    .write(
+                        "s",
+                        Write::CompareAndSwap {
+                            key: "claim".into(),
+                            expected: None,
+                            new: vec![i as u8],
+                        },
+                    )
+                    .await;
+                // A bad write in someone's group answers for itself only.
+                let bad = b
+                    .write(
+                        "s",
+                        Write::Increment {
+                            key: "text".into(),
+                            delta: 1,
+                        },
+                    )
+                    .await;
+                (counter, own, claimed, bad)
+            }));
+        }
+        let mut counters = Vec::new();
+        let mut claims = 0;
+        for t in tasks {
+            let (counter, own, claimed, bad) = t.await.unwrap();
+            match counter.unwrap() {
+                Written::Counter(n) => counters.push(n),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(own.unwrap(), Written::Done);
+            if claimed.unwrap() == Written::Swapped(true) {
+                claims += 1;
+            }
+            assert_eq!(bad, Err(KvError::NotACounter));
+        }
+        counters.sort();
+        assert_eq!(
+            counters,
+            (1..=200).collect::<Vec<_>>(),
+            "every increment saw its own value"
+        );
+        assert_eq!(claims, 1, "exactly one compare-and-swap from absent wins");
+        assert_eq!(b.increment("s", "n", 0).unwrap(), 200);
+        for i in 0..200 {
+            assert_eq!(b.get("s", &format!("k{i}")).unwrap(), Some(vec![i as u8]));
+        }
+        assert_eq!(
+            b.write(
+                "s",
+                Write::Set {
+                    key: "k".repeat(256),
+                    value: vec![]
+                }
+            )
+            .await,
+            Err(KvError::KeyTooLong),
+            "limits are checked before a write is queued"
+        );
+    }
+
+    #[test]
+    fn a_write_queued_as_its_runtime_shuts_down_is_still_committed() {
+        let b = SqliteBackend::in_memory().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pending = {
+            let _inside = runtime.enter();
+            b.write(
+                "s",
+                Write::Set {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                },
+            )
+        };
+        drop(runtime); // its commit task never ran
+        let answer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), pending).await
+            });
+        assert_eq!(
+            answer,
+            Ok(Ok(Written::Done)),
+            "the write was answered, not left waiting"
+        );
+        assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            b.write_now_for_test(),
+            Ok(Written::Done),
+            "leadership was handed back: a later write commits too"
+        );
+    }
+
+    impl SqliteBackend {
+        fn write_now_for_test(&self) -> Result<Written, KvError> {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(self.write("s", Write::Delete { key: "k".into() }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_write_is_on_disk_when_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.sqlite");
+        let b = SqliteBackend::open(&path).unwrap();
+        b.write(
+            "s",
+            Write::SetMany(vec![
+                ("a".into(), b"1".to_vec()),
+                ("b".into(), b"2".to_vec()),
+            ]),
+        )
+        .await
+        .unwrap();
+        b.write("s", Write::DeleteMany(vec!["a".into()]))
+            .await
+            .unwrap();
+        drop(b);
+        let again = SqliteBackend::open(&path).unwrap();
+        assert_eq!(again.get("s", "a").unwrap(), None);
+        assert_eq!(again.get("s", "b").unwrap().as_deref(), Some(&b"2"[..]));
     }
 
     #[test]
