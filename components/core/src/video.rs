@@ -1061,6 +1061,15 @@ mod tests {
             }
         }
 
+        /// Uploads `file` as a body read from memory, with its length declared.
+        fn upload_whole(
+            t: &TestEnv,
+            access: &AdvertiserAccess,
+            file: &[u8],
+        ) -> Result<(u16, Value), ApiError> {
+            upload(&t.env(), access, &request(file.len()), &mut &file[..])
+        }
+
         #[test]
         fn a_good_file_is_sent_with_its_md5_after_it_and_polled_until_ready() {
             let (t, access) = setup();
@@ -1070,12 +1079,7 @@ mod tests {
                 err(40901, "transcoding"),
                 ok(json!({"list": [{"video_id": "v1", "width": 1080}]})),
             ]);
-            let (status, body) = upload(
-                &t.env(),
-                &access,
-                &request(file.len()),
-                &mut file.as_slice(),
-            )
+            let (status, body) = upload_whole(&t, &access, &file)
             .unwrap();
             assert_eq!(status, 201, "{body}");
             assert_eq!(body["status"], "ready");
@@ -1105,12 +1109,7 @@ mod tests {
             for moov_first in [true, false] {
                 let (t, access) = setup();
                 let file = mp4(1080, 1920, 4, 400_000, moov_first);
-                let (status, body) = upload(
-                    &t.env(),
-                    &access,
-                    &request(file.len()),
-                    &mut file.as_slice(),
-                )
+                let (status, body) = upload_whole(&t, &access, &file)
                 .unwrap();
                 assert_eq!(status, 422, "{body}");
                 assert_eq!(body["error"]["code"], "video_rejected");
@@ -1162,12 +1161,7 @@ mod tests {
             let (t, access) = setup();
             // An ftyp box and nothing else: no moov, no media.
             let file = mp4(1080, 1920, 10, 10, true)[..28].to_vec();
-            let (status, body) = upload(
-                &t.env(),
-                &access,
-                &request(file.len()),
-                &mut file.as_slice(),
-            )
+            let (status, body) = upload_whole(&t, &access, &file)
             .unwrap();
             assert_eq!(status, 422, "{body}");
             assert!(t.tiktok.sent.borrow().is_empty(), "no complete upload");
@@ -1177,12 +1171,7 @@ mod tests {
                 ok(json!([{"video_id": "v2"}])),
                 ok(json!({"list": [{"video_id": "v2"}]})),
             ]);
-            let (status, _) = upload(
-                &t.env(),
-                &access,
-                &request(file.len()),
-                &mut file.as_slice(),
-            )
+            let (status, _) = upload_whole(&t, &access, &file)
             .unwrap();
             assert_eq!(status, 201);
             let sent = t.tiktok.sent.borrow();
