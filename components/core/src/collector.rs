@@ -280,9 +280,13 @@ fn flush_pixel(
             .collect();
         if present.is_empty() {
             // An empty slot: a writer still storing, or one that died before acking.
+            let watched = head.gap;
             match gap::empty_slot(&mut head.gap, head.next, tail, env.now, GAP_SECS) {
                 gap::Verdict::Wait => {
-                    queue.set_head(&head)?;
+                    // Stored only when a new gap starts being watched, not on every flush.
+                    if head.gap != watched {
+                        queue.set_head(&head)?;
+                    }
                     return Ok(());
                 }
                 gap::Verdict::Skip => {
