@@ -1079,8 +1079,7 @@ mod tests {
                 err(40901, "transcoding"),
                 ok(json!({"list": [{"video_id": "v1", "width": 1080}]})),
             ]);
-            let (status, body) = upload_whole(&t, &access, &file)
-            .unwrap();
+            let (status, body) = upload_whole(&t, &access, &file).unwrap();
             assert_eq!(status, 201, "{body}");
             assert_eq!(body["status"], "ready");
             assert_eq!(body["video"]["width"], 1080);
@@ -1109,8 +1108,7 @@ mod tests {
             for moov_first in [true, false] {
                 let (t, access) = setup();
                 let file = mp4(1080, 1920, 4, 400_000, moov_first);
-                let (status, body) = upload_whole(&t, &access, &file)
-                .unwrap();
+                let (status, body) = upload_whole(&t, &access, &file).unwrap();
                 assert_eq!(status, 422, "{body}");
                 assert_eq!(body["error"]["code"], "video_rejected");
                 let failed: Vec<&str> = body["checks"]
@@ -1161,8 +1159,7 @@ mod tests {
             let (t, access) = setup();
             // An ftyp box and nothing else: no moov, no media.
             let file = mp4(1080, 1920, 10, 10, true)[..28].to_vec();
-            let (status, body) = upload_whole(&t, &access, &file)
-            .unwrap();
+            let (status, body) = upload_whole(&t, &access, &file).unwrap();
             assert_eq!(status, 422, "{body}");
             assert!(t.tiktok.sent.borrow().is_empty(), "no complete upload");
             // A short good file also read whole ahead: still signed and closed.
@@ -1171,8 +1168,7 @@ mod tests {
                 ok(json!([{"video_id": "v2"}])),
                 ok(json!({"list": [{"video_id": "v2"}]})),
             ]);
-            let (status, _) = upload_whole(&t, &access, &file)
-            .unwrap();
+            let (status, _) = upload_whole(&t, &access, &file).unwrap();
             assert_eq!(status, 201);
             let sent = t.tiktok.sent.borrow();
             let text = String::from_utf8_lossy(&sent[0].body);
