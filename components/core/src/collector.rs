@@ -116,29 +116,20 @@ pub fn ingest(
             }),
         }
     }
-    let fresh = queue.first_sightings(&sightings, env.now)?;
+    let sightings = queue.first_sightings(&sightings, env.now)?;
     let mut accepted: Vec<QueuedEvent> = Vec::with_capacity(prepared.len());
-    let mut marked: Vec<&(String, String)> = Vec::with_capacity(prepared.len());
-    for ((data, new), sighting) in prepared.into_iter().zip(fresh).zip(&sightings) {
+    for (data, &new) in prepared.into_iter().zip(&sightings.fresh) {
         if new {
             accepted.push(QueuedEvent {
                 data,
                 received_at: env.now,
             });
-            marked.push(sighting);
         } else {
             report.deduplicated += 1;
         }
     }
-    if let Err(e) = queue.enqueue(&accepted) {
-        // Nothing was stored: let a retry of this request count as new.
-        for (name, id) in marked {
-            let _ = queue.forget_sighting(name, id);
-        }
-        return Err(e);
-    }
+    queue.accept(&accepted, sightings)?;
     report.accepted = accepted.len();
-    queue.count(stat::RECEIVED, list.len() as i64)?;
     queue.count(stat::REJECTED, report.rejected.len() as i64)?;
     queue.count(stat::DEDUPLICATED, report.deduplicated as i64)?;
     Ok(report)
@@ -162,7 +153,7 @@ pub fn stats(env: &Env, pixel: &Pixel) -> Result<Stats, ApiError> {
     let head = q.head()?;
     Ok(Stats {
         pixel_id: pixel.id.clone(),
-        received: q.counter(stat::RECEIVED)?,
+        received: q.received()?,
         rejected: q.counter(stat::REJECTED)?,
         deduplicated: q.counter(stat::DEDUPLICATED)?,
         pending: (q.tail()? + 1).saturating_sub(head.next),
@@ -381,7 +372,7 @@ fn flush_pixel(
                         .filter(|(i, _)| !doomed.contains(i))
                         .map(|(_, (_, e))| e.clone())
                         .collect();
-                    queue.enqueue(&survivors)?;
+                    queue.requeue(&survivors)?;
                 }
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
@@ -476,6 +467,8 @@ mod tests {
         );
         let single = ingest(&t.env(), &p, &events(1, "a"), &ctx(&t)).unwrap();
         assert_eq!((single.accepted, single.deduplicated), (0, 1));
+        let s = stats(&t.env(), &p).unwrap();
+        assert_eq!((s.received, s.deduplicated, s.pending), (12, 4, 8));
     }
 
     #[test]
@@ -602,6 +595,10 @@ mod tests {
         assert_eq!(flush(&t.env()).unwrap().delivered, 1);
         let s = stats(&t.env(), &p).unwrap();
         assert_eq!((s.delivered, s.dead, s.pending), (3, 0, 0));
+        assert_eq!(
+            s.received, 3,
+            "moved and replayed events are not received twice"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   never send the same events.
 //! - `dead/seq`, `dead/{n}`: dead letters, listed and replayable.
 //! - `dedup/{digest}`: when (pixel, event, event_id) was first accepted (48 h window).
-//! - `stats/{name}`: counters.
+//! - `stats/{name}`: counters. `received` is not one: it is derived (slots handed out,
+//!   less those the forwarder or a replay took again, plus rejected and deduplicated),
+//!   which saves every request a write of its own.
 
 use crate::ApiError;
 use crate::crypto::sha256_hex;
@@ -64,12 +66,23 @@ pub struct Queue<'a> {
 
 /// Counters kept per pixel.
 pub mod stat {
-    pub const RECEIVED: &str = "received";
     pub const REJECTED: &str = "rejected";
     pub const DEDUPLICATED: &str = "deduplicated";
     pub const DELIVERED: &str = "delivered";
     pub const DEAD: &str = "dead";
-    pub const ALL: [&str; 5] = [RECEIVED, REJECTED, DEDUPLICATED, DELIVERED, DEAD];
+    /// Events put in new slots again (dead letters replayed, a refused batch's survivors
+    /// moved to the tail): slots that are not new events.
+    pub const REQUEUED: &str = "requeued";
+}
+
+/// What the dedup check decided for the events of one request.
+pub struct Sightings {
+    /// By event: not seen within 48 h (to accept).
+    pub fresh: Vec<bool>,
+    /// Marks still to write, together with the accepted events ([`Queue::accept`]).
+    pending: Vec<(String, Vec<u8>)>,
+    /// Marks already claimed by compare-and-swap, forgotten if storing the event fails.
+    claimed: Vec<String>,
 }
 
 impl<'a> Queue<'a> {
@@ -92,25 +105,51 @@ impl<'a> Queue<'a> {
         self.key(&format!("dead/{n:020}"))
     }
 
-    /// Stores events durably; returns their slots.
-    pub fn enqueue(&self, events: &[QueuedEvent]) -> Result<Vec<u64>, ApiError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
+    /// Stores a request's accepted events durably, with their dedup marks in the same
+    /// write: a failure stores neither, so a retry of the request counts as new.
+    pub fn accept(&self, events: &[QueuedEvent], sightings: Sightings) -> Result<(), ApiError> {
+        let stored = self.store(events, sightings.pending);
+        if stored.is_err() {
+            for key in sightings.claimed {
+                let _ = self.kv.delete(&key);
+            }
         }
-        let last = self.kv.increment(&self.key("seq"), events.len() as i64)? as u64;
-        let first = last + 1 - events.len() as u64;
-        let entries: Vec<(String, Vec<u8>)> = events
-            .iter()
-            .zip(first..)
-            .map(|(e, slot)| {
+        stored
+    }
+
+    /// Stores events taken from the queue again (a replay, a batch's survivors) in new
+    /// slots at the tail.
+    pub fn requeue(&self, events: &[QueuedEvent]) -> Result<(), ApiError> {
+        self.store(events, Vec::new())?;
+        self.count(stat::REQUEUED, events.len() as i64)
+    }
+
+    /// One increment takes the slots, one batch write stores the events and `extra`.
+    fn store(&self, events: &[QueuedEvent], extra: Vec<(String, Vec<u8>)>) -> Result<(), ApiError> {
+        let mut entries = Vec::with_capacity(events.len() + extra.len());
+        if !events.is_empty() {
+            let last = self.kv.increment(&self.key("seq"), events.len() as i64)? as u64;
+            let first = last + 1 - events.len() as u64;
+            entries.extend(events.iter().zip(first..).map(|(e, slot)| {
                 (
                     self.slot_key(slot),
                     serde_json::to_vec(e).expect("events serialize"),
                 )
-            })
-            .collect();
-        self.kv.set_many(&entries)?;
-        Ok((first..=last).collect())
+            }));
+        }
+        entries.extend(extra);
+        if !entries.is_empty() {
+            self.kv.set_many(&entries)?;
+        }
+        Ok(())
+    }
+
+    /// Events received: every slot handed out for a new event, plus those rejected and
+    /// deduplicated.
+    pub fn received(&self) -> Result<i64, ApiError> {
+        Ok(self.tail()? as i64 - self.counter(stat::REQUEUED)?
+            + self.counter(stat::REJECTED)?
+            + self.counter(stat::DEDUPLICATED)?)
     }
 
     /// The last slot handed out (0 when none).
@@ -154,7 +193,7 @@ impl<'a> Queue<'a> {
             return Ok(true);
         }
         let Some(seen) = self.kv.get(&key)? else {
-            return Ok(self.kv.compare_and_swap(&key, None, stamp.as_bytes())?);
+            return self.kv.compare_and_swap(&key, None, stamp.as_bytes());
         };
         let seen_at: i64 = String::from_utf8_lossy(&seen).parse().unwrap_or(0);
         if now - seen_at <= DEDUP_WINDOW_SECS {
@@ -165,21 +204,27 @@ impl<'a> Queue<'a> {
             .compare_and_swap(&key, Some(&seen), stamp.as_bytes())
     }
 
-    /// [`Self::first_sighting`] for the events of one request: one read and one write
-    /// for the whole batch instead of a compare-and-swap per event. A repeat inside the
-    /// batch counts as seen. Two requests racing with the same event_id may both see it
-    /// as new; TikTok drops the second by the same (event, event_id) key within the same
-    /// 48 h, so it is still counted once there. A single event keeps the exact path.
+    /// Which events of one request are new. A batch costs one read, and its marks are
+    /// written with the events ([`Self::accept`]) instead of a compare-and-swap per
+    /// event. A repeat inside the batch counts as seen. Two requests racing with the
+    /// same event_id may both see it as new; TikTok drops the second by the same
+    /// (event, event_id) key within the same 48 h, so it is still counted once there. A
+    /// single event keeps the exact path (compare-and-swap).
     pub fn first_sightings(
         &self,
         events: &[(String, String)],
         now: i64,
-    ) -> Result<Vec<bool>, ApiError> {
-        if events.len() <= 1 {
-            return events
-                .iter()
-                .map(|(event, id)| self.first_sighting(event, id, now))
-                .collect();
+    ) -> Result<Sightings, ApiError> {
+        if let [(event, id)] = events {
+            let fresh = self.first_sighting(event, id, now)?;
+            return Ok(Sightings {
+                fresh: vec![fresh],
+                pending: Vec::new(),
+                claimed: fresh
+                    .then(|| self.dedup_key(event, id))
+                    .into_iter()
+                    .collect(),
+            });
         }
         let keys: Vec<String> = events
             .iter()
@@ -199,10 +244,11 @@ impl<'a> Queue<'a> {
             }
             fresh.push(new);
         }
-        if !marks.is_empty() {
-            self.kv.set_many(&marks)?;
-        }
-        Ok(fresh)
+        Ok(Sightings {
+            fresh,
+            pending: marks,
+            claimed: Vec::new(),
+        })
     }
 
     fn dedup_key(&self, event: &str, event_id: &str) -> String {
@@ -210,11 +256,6 @@ impl<'a> Queue<'a> {
             "dedup/{}",
             sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
         ))
-    }
-
-    /// Forgets a dedup mark (an accepted event whose storage then failed).
-    pub fn forget_sighting(&self, event: &str, event_id: &str) -> Result<(), ApiError> {
-        self.kv.delete(&self.dedup_key(event, event_id))
     }
 
     pub fn count(&self, name: &str, delta: i64) -> Result<(), ApiError> {
@@ -292,7 +333,7 @@ impl<'a> Queue<'a> {
             return Ok(0);
         }
         let events: Vec<QueuedEvent> = letters.iter().map(|d| d.event.clone()).collect();
-        self.enqueue(&events)?;
+        self.requeue(&events)?;
         let keys: Vec<String> = letters.iter().map(|d| self.dead_key(d.id)).collect();
         self.kv.delete_many(&keys)?;
         self.count(stat::DEAD, -(letters.len() as i64))?;
@@ -303,5 +344,93 @@ impl<'a> Queue<'a> {
             })?;
         }
         Ok(letters.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::MemoryKv;
+
+    /// A store whose batch writes fail (a full disk), everything else passing through.
+    struct BatchWritesFail<'a>(&'a MemoryKv);
+
+    impl KeyValue for BatchWritesFail<'_> {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+            self.0.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), ApiError> {
+            self.0.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+            self.0.increment(key, delta)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, ApiError> {
+            self.0.compare_and_swap(key, expected, new)
+        }
+        fn set_many(&self, _: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
+            Err(ApiError::Storage("disk full".into()))
+        }
+    }
+
+    fn queued(id: &str) -> QueuedEvent {
+        QueuedEvent {
+            data: serde_json::json!({"event": "Purchase", "event_id": id}),
+            received_at: 0,
+        }
+    }
+
+    #[test]
+    fn events_that_could_not_be_stored_leave_no_dedup_mark_behind() {
+        let kv = MemoryKv::new();
+        let full_disk = BatchWritesFail(&kv);
+        let failing = Queue::new(&full_disk, "px");
+        for ids in [vec!["single"], vec!["b1", "b2", "b3"]] {
+            let sightings: Vec<(String, String)> = ids
+                .iter()
+                .map(|id| ("Purchase".to_string(), id.to_string()))
+                .collect();
+            let events: Vec<QueuedEvent> = ids.iter().map(|id| queued(id)).collect();
+            let found = failing.first_sightings(&sightings, 100).unwrap();
+            assert!(found.fresh.iter().all(|f| *f));
+            assert!(failing.accept(&events, found).is_err());
+            let again = Queue::new(&kv, "px")
+                .first_sightings(&sightings, 101)
+                .unwrap();
+            assert!(
+                again.fresh.iter().all(|f| *f),
+                "a retry of {ids:?} is new, not a duplicate of what was never stored"
+            );
+        }
+    }
+
+    #[test]
+    fn received_counts_new_events_not_slots_taken_again() {
+        let kv = MemoryKv::new();
+        let q = Queue::new(&kv, "px");
+        let found = q
+            .first_sightings(
+                &[
+                    ("Purchase".into(), "a".into()),
+                    ("Purchase".into(), "b".into()),
+                ],
+                1,
+            )
+            .unwrap();
+        q.accept(&[queued("a"), queued("b")], found).unwrap();
+        q.count(stat::REJECTED, 4).unwrap();
+        q.count(stat::DEDUPLICATED, 1).unwrap();
+        assert_eq!(q.received().unwrap(), 7);
+        q.requeue(&[queued("a")]).unwrap();
+        assert_eq!(q.tail().unwrap(), 3, "the survivor took a new slot");
+        assert_eq!(q.received().unwrap(), 7, "but is not a new event");
     }
 }
