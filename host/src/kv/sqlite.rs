@@ -45,6 +45,8 @@ const RESTART_FRAMES: i64 = 8192;
 const BACKSTOP_FRAMES: i64 = 8 * RESTART_FRAMES;
 /// After a restart, the WAL file is truncated to this size.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -32 * 1024;
 /// Idle read connections kept open.
 const IDLE_READERS: usize = 8;
 
@@ -113,6 +115,11 @@ impl SqliteBackend {
             .map_err(backend)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(backend)?;
+        // SQLite's default 2 MiB cache misses on most random inserts (dedup marks) once
+        // the table outgrows it, and a big group spills dirty pages mid-transaction:
+        // 32 MiB made 50-event batches 6-13 % faster; 64 MiB did no better.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(backend)?;
         Self::init(conn, Some(path.to_path_buf()), Some(owner), restart_frames)
     }
 
@@ -169,12 +176,17 @@ impl SqliteBackend {
         })
     }
 
-    /// A read on an idle reader connection (a new one if none is idle), so it does not
-    /// wait for a commit in progress.
+    /// A read that never waits for a commit in progress: on the writer's connection if
+    /// it is free, else on an idle reader connection (a new one if none is idle).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, KvError> {
         let Some(path) = &self.shared.path else {
             return f(&lock(&self.shared.writer)).map_err(backend);
         };
+        // The writer's cache is warm (a reader's is dropped at every commit it did not
+        // make): use it when no commit holds it.
+        if let Ok(writer) = self.shared.writer.try_lock() {
+            return f(&writer).map_err(backend);
+        }
         let idle = lock(&self.shared.idle_readers).pop();
         let conn = match idle {
             Some(conn) => conn,
