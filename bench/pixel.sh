@@ -2,7 +2,9 @@
 # Pixel ingestion through tiktok-edge with its durable SQLite store, side by side with
 # `wasmtime serve` on a trivial component (the yardstick), in one run: events/s and
 # p50/p99 at ack with wrk (-t2 -c32), for single events and 50-event batches, with and
-# without instance reuse, then peak RSS. Read the ratios; the machines are noisy.
+# without instance reuse, then peak RSS; then the same core handler served natively
+# (hyper, the same SQLite store and group commit, no wasm) under the same load, for the
+# wasm tax. Read the ratios; the machines are noisy.
 #
 #   bench/pixel.sh [seconds per run, default 10]
 set -euo pipefail
@@ -20,6 +22,7 @@ fi
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 cargo build --release -q -p tiktok-edge
+NATIVE=$(cargo bench -p tiktok-edge --bench ingest --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
 (cd tests/apps && cargo build --release -q --target wasm32-wasip2 -p hello-p2 --target-dir ../../target/test-apps)
 EDGE="${CARGO_TARGET_DIR:-target}/release/tiktok-edge"
 HELLO="$PWD/target/test-apps/wasm32-wasip2/release/hello_p2.wasm"
@@ -49,9 +52,9 @@ measure() {
     END { printf "%.0f %.2f %.2f\n", rps, ms(p50), ms(p99) }' "$WORK/wrk.txt"
 }
 
-edge_pixel() { # runtime-config -> prints pid, leaves server on 3911 with a pixel in $WORK/pixel
-  rm -rf "$WORK/data"
-  TIKTOK_EDGE_LOG=warn "$EDGE" up --listen 127.0.0.1:3911 --data-dir "$WORK/data" --runtime-config "$1" >/dev/null 2>&1 &
+pixel_server() { # command... -> a server on 3911 (pid in $WORK/pid) with a pixel in $WORK/pixel
+  rm -rf "$WORK/data" && mkdir -p "$WORK/data"
+  "$@" >/dev/null 2>&1 &
   echo $! > "$WORK/pid"
   wait_for 127.0.0.1:3911 info/pixel-collector
   curl -sf -H "authorization: Bearer $ADMIN" -d '{"id":"bench"}' http://127.0.0.1:3911/v1/orgs >/dev/null
@@ -75,7 +78,7 @@ row "yardstick: wasmtime serve, trivial component" "$y" "-"
 declare -A R
 for mode in plain reuse; do
   for batch in 1 50; do
-    edge_pixel "$WORK/$mode.toml"
+    pixel_server env TIKTOK_EDGE_LOG=warn "$EDGE" up --listen 127.0.0.1:3911 --data-dir "$WORK/data" --runtime-config "$WORK/$mode.toml"
     m=$(PIXEL=$(cat "$WORK/pixel") BATCH=$batch measure "http://127.0.0.1:3911/pixel/events" bench/events.lua)
     R[$mode$batch]=$(ev "${m%% *}" $batch)
     row "tiktok-edge pixel, $mode instances, batch $batch" "$m" "${R[$mode$batch]}"
@@ -83,9 +86,19 @@ for mode in plain reuse; do
     kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
   done
 done
+for batch in 1 50; do
+  pixel_server "$NATIVE" serve 127.0.0.1:3911 "$WORK/data"
+  m=$(PIXEL=$(cat "$WORK/pixel") BATCH=$batch measure "http://127.0.0.1:3911/pixel/events" bench/events.lua)
+  R[native$batch]=$(ev "${m%% *}" $batch)
+  row "same core logic served natively, batch $batch" "$m" "${R[native$batch]}"
+  echo "  peak RSS $(rss_mb) MB"
+  kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
+done
 echo
 echo "durable single events / yardstick, fresh instances: $(ratio "${R[plain1]}" "${y%% *}")  (goal >= 0.8)"
 echo "durable single events / yardstick, reuse:           $(ratio "${R[reuse1]}" "${y%% *}")  (goal >= 1.0)"
 echo "50-event batches, events/s:                         ${R[reuse50]} reuse, ${R[plain50]} fresh  (goal >= 150000)"
+echo "wasm / native, single events:                       $(ratio "${R[reuse1]}" "${R[native1]}") reuse, $(ratio "${R[plain1]}" "${R[native1]}") fresh  (goal >= 0.5)"
+echo "wasm / native, 50-event batches:                    $(ratio "${R[reuse50]}" "${R[native50]}") reuse, $(ratio "${R[plain50]}" "${R[native50]}") fresh"
 echo
 cargo bench -q -p tiktok-edge --bench ingest

@@ -2,14 +2,19 @@
 //! `pixel_api::handle`) against the same SQLite store, once natively and once through
 //! tiktok-edge's `App` (routing, a fresh pixel-collector instance, WASI), without TCP.
 //! `cargo bench -p tiktok-edge --bench ingest`
+//!
+//! `ingest serve ADDR DIR` instead serves the same handler natively over HTTP (hyper,
+//! the host's SQLite store and group commit, no wasm), so `bench/pixel.sh` can measure
+//! the wasm tax under the same load as the host.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tiktok_edge::kv::KeyValueBackend;
 use tiktok_edge::kv::sqlite::SqliteBackend;
+use tiktok_edge::kv::{KeyValueBackend, Write, Written};
 use tiktok_edge::{App, AppOptions};
 use tiktok_edge_core::ApiError;
 use tiktok_edge_core::env::{Config, Env};
@@ -19,22 +24,77 @@ use tiktok_edge_core::tiktok::{IncomingResponse, OutgoingRequest, Transport, Tra
 const ADMIN: &str = "bench-admin";
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-struct Native(SqliteBackend);
+/// Core's store over the host's SQLite backend. Called from a thread of a Tokio runtime
+/// (the native server), writes go through the host's group commit as a guest's do;
+/// otherwise (the one-at-a-time loop) each write commits alone.
+struct Native {
+    kv: Arc<SqliteBackend>,
+    grouped: Option<tokio::runtime::Handle>,
+}
+
 fn storage(e: impl std::fmt::Display) -> ApiError {
     ApiError::Storage(e.to_string())
 }
+
+impl Native {
+    fn alone(kv: SqliteBackend) -> Self {
+        Native {
+            kv: Arc::new(kv),
+            grouped: None,
+        }
+    }
+
+    fn write(&self, op: Write) -> Result<Written, ApiError> {
+        let answer = match &self.grouped {
+            Some(runtime) => runtime.block_on(self.kv.write("default", op)),
+            None => match op {
+                Write::Set { key, value } => {
+                    self.kv.set("default", &key, &value).map(|()| Written::Done)
+                }
+                Write::Delete { key } => self.kv.delete("default", &key).map(|()| Written::Done),
+                Write::Increment { key, delta } => self
+                    .kv
+                    .increment("default", &key, delta)
+                    .map(Written::Counter),
+                Write::CompareAndSwap { key, expected, new } => self
+                    .kv
+                    .compare_and_swap("default", &key, expected.as_deref(), &new)
+                    .map(Written::Swapped),
+                Write::SetMany(pairs) => {
+                    self.kv.set_many("default", &pairs).map(|()| Written::Done)
+                }
+                Write::DeleteMany(keys) => self
+                    .kv
+                    .delete_many("default", &keys)
+                    .map(|()| Written::Done),
+            },
+        };
+        answer.map_err(storage)
+    }
+}
+
 impl tiktok_edge_core::kv::KeyValue for Native {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        self.0.get("default", key).map_err(storage)
+        self.kv.get("default", key).map_err(storage)
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
-        self.0.set("default", key, value).map_err(storage)
+        self.write(Write::Set {
+            key: key.into(),
+            value: value.into(),
+        })
+        .map(drop)
     }
     fn delete(&self, key: &str) -> Result<(), ApiError> {
-        self.0.delete("default", key).map_err(storage)
+        self.write(Write::Delete { key: key.into() }).map(drop)
     }
     fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
-        self.0.increment("default", key, delta).map_err(storage)
+        match self.write(Write::Increment {
+            key: key.into(),
+            delta,
+        })? {
+            Written::Counter(n) => Ok(n),
+            other => Err(storage(other.unexpected())),
+        }
     }
     fn compare_and_swap(
         &self,
@@ -42,13 +102,18 @@ impl tiktok_edge_core::kv::KeyValue for Native {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, ApiError> {
-        self.0
-            .compare_and_swap("default", key, expected, new)
-            .map_err(storage)
+        match self.write(Write::CompareAndSwap {
+            key: key.into(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.into(),
+        })? {
+            Written::Swapped(swapped) => Ok(swapped),
+            other => Err(storage(other.unexpected())),
+        }
     }
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
         Ok(self
-            .0
+            .kv
             .get_many("default", keys)
             .map_err(storage)?
             .into_iter()
@@ -56,7 +121,10 @@ impl tiktok_edge_core::kv::KeyValue for Native {
             .collect())
     }
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
-        self.0.set_many("default", entries).map_err(storage)
+        self.write(Write::SetMany(entries.to_vec())).map(drop)
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<(), ApiError> {
+        self.write(Write::DeleteMany(keys.to_vec())).map(drop)
     }
 }
 
@@ -97,7 +165,8 @@ fn now() -> i64 {
 }
 
 fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
-    let kv = Native(SqliteBackend::open(&dir.join(format!("native-{batch}.sqlite"))).unwrap());
+    let kv =
+        Native::alone(SqliteBackend::open(&dir.join(format!("native-{batch}.sqlite"))).unwrap());
     let env = Env {
         kv: &kv,
         config: &Vars,
@@ -192,7 +261,84 @@ async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
     elapsed
 }
 
+/// The native server: core's handlers behind hyper, each request on a blocking thread
+/// (core is synchronous), writes group-committed by the host's store.
+fn serve(listen: &str, dir: &Path) {
+    use hyper::service::service_fn;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let kv = Arc::new(Native {
+        kv: Arc::new(SqliteBackend::open(&dir.join("native.sqlite")).unwrap()),
+        grouped: Some(runtime.handle().clone()),
+    });
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let kv = kv.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let kv = kv.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = http_body_util::Limited::new(body, 2 << 20)
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let mut core = Request::new(
+                            parts.method.as_str(),
+                            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                        )
+                        .with_body(body.to_vec())
+                        .with_header("spin-client-addr", &peer.to_string());
+                        for (name, value) in &parts.headers {
+                            if let Ok(value) = value.to_str() {
+                                core = core.with_header(name.as_str(), value);
+                            }
+                        }
+                        let r = tokio::task::spawn_blocking(move || {
+                            let env = Env {
+                                kv: &*kv,
+                                config: &Vars,
+                                transport: &NoTikTok,
+                                now: now(),
+                            };
+                            let handled = match core.path.as_str() {
+                                p if p.starts_with("/info/") => {
+                                    Ok(tiktok_edge_core::http::Response::json(200, &json!({})))
+                                }
+                                "/v1/orgs" => tiktok_edge_core::oauth_api::handle(&env, &core),
+                                _ => tiktok_edge_core::pixel_api::handle(&env, &core, ""),
+                            };
+                            handled.unwrap_or_else(|e| tiktok_edge_core::http::Response::error(&e))
+                        })
+                        .await
+                        .unwrap();
+                        let mut out = http::Response::builder().status(r.status);
+                        for (name, value) in &r.headers {
+                            out = out.header(name, value);
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            out.body(Full::new(Bytes::from(r.body))).unwrap(),
+                        )
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, listen, dir, ..] = args.as_slice()
+        && mode == "serve"
+    {
+        return serve(listen, Path::new(dir));
+    }
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
