@@ -18,10 +18,11 @@
 //! copy and an fsync: that was the p99. A checkpointer thread with its own connection
 //! copies in the background instead (readers and the writer go on meanwhile). Under
 //! constant writes it never catches up to the last commit, and the WAL only starts over
-//! once fully copied; so past [`RESTART_FRAMES`] the committer copies the little that is
-//! left itself, between two groups.
+//! once fully copied; so past [`RESTART_FRAMES`] the next group commit first copies the
+//! little that is left itself.
 //!
-//! **Reads beside writes.** Reads use their own connections (WAL readers see the last
+//! **Reads beside writes.** A read uses the writer's connection when no commit holds it
+//! (its cache is warm), else a reader connection of its own (WAL readers see the last
 //! commit), so a guest's read never waits behind a group commit.
 
 use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
@@ -55,7 +56,8 @@ pub struct SqliteBackend {
     checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The connections and the write queue, shared with the committer and checkpointer.
+/// The connections and the write queue, shared with the commit tasks and the
+/// checkpointer thread.
 struct Shared {
     writer: Mutex<Connection>,
     /// Where readers connect; `None` for a private in-memory database, whose only
@@ -207,9 +209,10 @@ impl SqliteBackend {
     }
 }
 
-/// Locks `{path}.lock` for the life of the store. SQLite's own locks let several
-/// processes share a file; one host per data dir is what the scheduler's leases and the
-/// crash guarantees assume, so a second one is refused with a clear error.
+/// Locks `{path}.lock` for the life of the store (the kernel drops it if the process
+/// dies). SQLite's own locks would let a second host share the file; a second `up` on
+/// the same data dir is a mistake (two schedulers, two caches writing the same files),
+/// so it is refused at start with a clear error.
 fn take_ownership(path: &Path) -> Result<std::fs::File, KvError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
