@@ -619,40 +619,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{KeyValue, MemoryKv};
-    use crate::testing::TestEnv;
-
-    /// Memory that refuses writes to keys containing `fail_on`.
-    struct Flaky {
-        inner: MemoryKv,
-        fail_on: std::cell::RefCell<Option<String>>,
-    }
-
-    impl KeyValue for Flaky {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-            self.inner.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
-            match &*self.fail_on.borrow() {
-                Some(p) if key.contains(p.as_str()) => Err(ApiError::Storage("disk full".into())),
-                _ => self.inner.set(key, value),
-            }
-        }
-        fn delete(&self, key: &str) -> Result<(), ApiError> {
-            self.inner.delete(key)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
-            self.inner.increment(key, delta)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: &[u8],
-        ) -> Result<bool, ApiError> {
-            self.inner.compare_and_swap(key, expected, new)
-        }
-    }
+    use crate::testing::{FlakyKv, TestEnv};
 
     fn connection(id: &str, advertisers: &[&str]) -> Connection {
         Connection {
@@ -683,10 +650,7 @@ mod tests {
     #[test]
     fn a_failed_reauthorization_keeps_the_connection_that_worked() {
         let t = TestEnv::new();
-        let kv = Flaky {
-            inner: MemoryKv::new(),
-            fail_on: Default::default(),
-        };
+        let kv = FlakyKv::default();
         let env = Env { kv: &kv, ..t.env() };
         let org = OrgId::parse("acme").unwrap();
         let token = |t: &str| Tokens {
@@ -700,7 +664,7 @@ mod tests {
             &token("one"),
         )
         .unwrap();
-        *kv.fail_on.borrow_mut() = Some("advertisers/222".into());
+        kv.fail_on("advertisers/222");
         let e = store(
             &env,
             &org,

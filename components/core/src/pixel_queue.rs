@@ -351,35 +351,7 @@ impl<'a> Queue<'a> {
 mod tests {
     use super::*;
     use crate::kv::MemoryKv;
-
-    /// A store whose batch writes fail (a full disk), everything else passing through.
-    struct BatchWritesFail<'a>(&'a MemoryKv);
-
-    impl KeyValue for BatchWritesFail<'_> {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-            self.0.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
-            self.0.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), ApiError> {
-            self.0.delete(key)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
-            self.0.increment(key, delta)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: &[u8],
-        ) -> Result<bool, ApiError> {
-            self.0.compare_and_swap(key, expected, new)
-        }
-        fn set_many(&self, _: &[(String, Vec<u8>)]) -> Result<(), ApiError> {
-            Err(ApiError::Storage("disk full".into()))
-        }
-    }
+    use crate::testing::FlakyKv;
 
     fn queued(id: &str) -> QueuedEvent {
         QueuedEvent {
@@ -390,21 +362,20 @@ mod tests {
 
     #[test]
     fn events_that_could_not_be_stored_leave_no_dedup_mark_behind() {
-        let kv = MemoryKv::new();
-        let full_disk = BatchWritesFail(&kv);
-        let failing = Queue::new(&full_disk, "px");
+        let kv = FlakyKv::default();
+        let q = Queue::new(&kv, "px");
         for ids in [vec!["single"], vec!["b1", "b2", "b3"]] {
             let sightings: Vec<(String, String)> = ids
                 .iter()
                 .map(|id| ("Purchase".to_string(), id.to_string()))
                 .collect();
             let events: Vec<QueuedEvent> = ids.iter().map(|id| queued(id)).collect();
-            let found = failing.first_sightings(&sightings, 100).unwrap();
+            let found = q.first_sightings(&sightings, 100).unwrap();
             assert!(found.fresh.iter().all(|f| *f));
-            assert!(failing.accept(&events, found).is_err());
-            let again = Queue::new(&kv, "px")
-                .first_sightings(&sightings, 101)
-                .unwrap();
+            kv.fail_on("/e/"); // the event slots: a full disk
+            assert!(q.accept(&events, found).is_err());
+            *kv.fail_on.borrow_mut() = None;
+            let again = q.first_sightings(&sightings, 101).unwrap();
             assert!(
                 again.fresh.iter().all(|f| *f),
                 "a retry of {ids:?} is new, not a duplicate of what was never stored"

@@ -2,7 +2,7 @@
 
 use crate::ApiError;
 use crate::env::{Config, Env};
-use crate::kv::MemoryKv;
+use crate::kv::{KeyValue, MemoryKv};
 use crate::tiktok::OutgoingRequest;
 use crate::tiktok::fake::{FakeTransport, err, ok};
 use serde_json::{Value, json};
@@ -113,5 +113,46 @@ impl TestEnv {
                     body: serde_json::to_vec(&v).unwrap(),
                 })
             }));
+    }
+}
+
+/// Memory that refuses writes (a full disk) to keys containing `fail_on` when it is set.
+/// Batch writes go key by key, so a batch whose first key is refused stores nothing.
+#[derive(Default)]
+pub struct FlakyKv {
+    pub inner: MemoryKv,
+    pub fail_on: std::cell::RefCell<Option<String>>,
+}
+
+impl FlakyKv {
+    /// Refuses writes to keys containing `part` from now on.
+    pub fn fail_on(&self, part: &str) {
+        *self.fail_on.borrow_mut() = Some(part.to_string());
+    }
+}
+
+impl KeyValue for FlakyKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        match &*self.fail_on.borrow() {
+            Some(p) if key.contains(p.as_str()) => Err(ApiError::Storage("disk full".into())),
+            _ => self.inner.set(key, value),
+        }
+    }
+    fn delete(&self, key: &str) -> Result<(), ApiError> {
+        self.inner.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+        self.inner.increment(key, delta)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, ApiError> {
+        self.inner.compare_and_swap(key, expected, new)
     }
 }
