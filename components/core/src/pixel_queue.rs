@@ -79,10 +79,8 @@ pub mod stat {
 pub struct Sightings {
     /// By event: not seen within 48 h (to accept).
     pub fresh: Vec<bool>,
-    /// Marks still to write, together with the accepted events ([`Queue::accept`]).
-    pending: Vec<(String, Vec<u8>)>,
-    /// Marks already claimed by compare-and-swap, forgotten if storing the event fails.
-    claimed: Vec<String>,
+    /// Marks to write together with the accepted events ([`Queue::accept`]).
+    marks: Vec<(String, Vec<u8>)>,
 }
 
 impl<'a> Queue<'a> {
@@ -106,15 +104,12 @@ impl<'a> Queue<'a> {
     }
 
     /// Stores a request's accepted events durably, with their dedup marks in the same
-    /// write: a failure stores neither, so a retry of the request counts as new.
+    /// write: a failure or a crash stores neither, so a retry of the request counts as
+    /// new. (A mark written before its event, as a compare-and-swap would, outlives a
+    /// crash between the two, and the client's retry would be answered "deduplicated"
+    /// for an event that was never stored.)
     pub fn accept(&self, events: &[QueuedEvent], sightings: Sightings) -> Result<(), ApiError> {
-        let stored = self.store(events, sightings.pending);
-        if stored.is_err() {
-            for key in sightings.claimed {
-                let _ = self.kv.delete(&key);
-            }
-        }
-        stored
+        self.store(events, sightings.marks)
     }
 
     /// Stores events taken from the queue again (a replay, a batch's survivors) in new
@@ -185,47 +180,16 @@ impl<'a> Queue<'a> {
         self.kv.delete_many(&keys)
     }
 
-    /// Marks (pixel, event, event_id) as seen at `now`; `false` if it was seen within 48 h.
-    pub fn first_sighting(&self, event: &str, event_id: &str, now: i64) -> Result<bool, ApiError> {
-        let key = self.dedup_key(event, event_id);
-        let stamp = now.to_string();
-        if self.kv.compare_and_swap(&key, None, stamp.as_bytes())? {
-            return Ok(true);
-        }
-        let Some(seen) = self.kv.get(&key)? else {
-            return self.kv.compare_and_swap(&key, None, stamp.as_bytes());
-        };
-        let seen_at: i64 = String::from_utf8_lossy(&seen).parse().unwrap_or(0);
-        if now - seen_at <= DEDUP_WINDOW_SECS {
-            return Ok(false);
-        }
-        // Seen long ago: a new sighting, unless another request claimed it first.
-        self.kv
-            .compare_and_swap(&key, Some(&seen), stamp.as_bytes())
-    }
-
-    /// Which events of one request are new. A batch costs one read, and its marks are
-    /// written with the events ([`Self::accept`]) instead of a compare-and-swap per
-    /// event. A repeat inside the batch counts as seen. Two requests racing with the
-    /// same event_id may both see it as new; TikTok drops the second by the same
-    /// (event, event_id) key within the same 48 h, so it is still counted once there. A
-    /// single event keeps the exact path (compare-and-swap).
+    /// Which events of one request are new (not accepted within 48 h): one read for
+    /// the request, and the marks are written with the events ([`Self::accept`]). A
+    /// repeat inside the request counts as seen. Two requests racing with the same
+    /// event_id may both see it as new; TikTok drops the second by the same (event,
+    /// event_id) key within the same 48 h, so it is still counted once there.
     pub fn first_sightings(
         &self,
         events: &[(String, String)],
         now: i64,
     ) -> Result<Sightings, ApiError> {
-        if let [(event, id)] = events {
-            let fresh = self.first_sighting(event, id, now)?;
-            return Ok(Sightings {
-                fresh: vec![fresh],
-                pending: Vec::new(),
-                claimed: fresh
-                    .then(|| self.dedup_key(event, id))
-                    .into_iter()
-                    .collect(),
-            });
-        }
         let keys: Vec<String> = events
             .iter()
             .map(|(event, id)| self.dedup_key(event, id))
@@ -244,11 +208,7 @@ impl<'a> Queue<'a> {
             }
             fresh.push(new);
         }
-        Ok(Sightings {
-            fresh,
-            pending: marks,
-            claimed: Vec::new(),
-        })
+        Ok(Sightings { fresh, marks })
     }
 
     fn dedup_key(&self, event: &str, event_id: &str) -> String {
@@ -381,6 +341,23 @@ mod tests {
                 "a retry of {ids:?} is new, not a duplicate of what was never stored"
             );
         }
+    }
+
+    #[test]
+    fn a_request_killed_before_its_store_leaves_no_dedup_mark() {
+        let kv = MemoryKv::new();
+        let q = Queue::new(&kv, "px");
+        let single = [("Purchase".to_string(), "once".to_string())];
+        assert_eq!(q.first_sightings(&single, 100).unwrap().fresh, [true]);
+        // The process dies here, before `accept`: the client gets no answer and retries.
+        let retry = q.first_sightings(&single, 101).unwrap();
+        assert_eq!(
+            retry.fresh,
+            [true],
+            "the retry is stored, not called a duplicate"
+        );
+        q.accept(&[queued("once")], retry).unwrap();
+        assert_eq!(q.first_sightings(&single, 102).unwrap().fresh, [false]);
     }
 
     #[test]
