@@ -47,27 +47,7 @@ impl Native {
     fn write(&self, op: Write) -> Result<Written, ApiError> {
         let answer = match &self.grouped {
             Some(runtime) => runtime.block_on(self.kv.write("default", op)),
-            None => match op {
-                Write::Set { key, value } => {
-                    self.kv.set("default", &key, &value).map(|()| Written::Done)
-                }
-                Write::Delete { key } => self.kv.delete("default", &key).map(|()| Written::Done),
-                Write::Increment { key, delta } => self
-                    .kv
-                    .increment("default", &key, delta)
-                    .map(Written::Counter),
-                Write::CompareAndSwap { key, expected, new } => self
-                    .kv
-                    .compare_and_swap("default", &key, expected.as_deref(), &new)
-                    .map(Written::Swapped),
-                Write::SetMany(pairs) => {
-                    self.kv.set_many("default", &pairs).map(|()| Written::Done)
-                }
-                Write::DeleteMany(keys) => self
-                    .kv
-                    .delete_many("default", &keys)
-                    .map(|()| Written::Done),
-            },
+            None => tiktok_edge::kv::apply_sync(&*self.kv, "default", op),
         };
         answer.map_err(storage)
     }
