@@ -172,6 +172,9 @@ const LEASE_SECS: i64 = 30;
 const GAP_SECS: i64 = 30;
 /// Batches one flush sends per pixel before moving on.
 const BATCHES_PER_FLUSH: usize = 20;
+/// Entries of the retired-marks log one flush reads per pixel (each lists the marks of
+/// one sent batch, up to 1,000).
+const MARK_LOG_ENTRIES_PER_FLUSH: u64 = 16;
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FlushReport {
@@ -228,7 +231,8 @@ pub fn flush(env: &Env) -> Result<FlushReport, ApiError> {
         };
         let queue = Queue::new(env.kv, &pixel.id);
         let head = queue.head()?;
-        if queue.tail()? < head.next || head.retry_at > env.now {
+        let nothing_to_send = queue.tail()? < head.next || head.retry_at > env.now;
+        if nothing_to_send && !head.marks_are_due(env.now) {
             continue;
         }
         report.pixels += 1;
@@ -255,6 +259,7 @@ fn flush_pixel(
     } else {
         pixels::MAX_BATCH as u64
     };
+    forget_due_marks(env, queue)?;
     for _ in 0..BATCHES_PER_FLUSH {
         if !renew_lease(env, &pixel.id, owner)? {
             return Ok(());
@@ -320,6 +325,8 @@ fn flush_pixel(
         let slots: Vec<u64> = present.iter().map(|(s, _)| *s).collect();
         match outcome {
             Ok(_) => {
+                let events: Vec<QueuedEvent> = present.into_iter().map(|(_, e)| e).collect();
+                head.marks_retired(queue.retire_marks(&events)?);
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
                 gap::moved_to(&mut head.gap, head.next);
@@ -362,6 +369,8 @@ fn flush_pixel(
                     .map(|i| dead_letter(&present[*i].1, &e, head.attempts + 1, env.now))
                     .collect();
                 queue.bury(letters)?;
+                let dead: Vec<QueuedEvent> = doomed.iter().map(|i| present[*i].1.clone()).collect();
+                head.marks_retired(queue.retire_marks(&dead)?);
                 let dead_slots: Vec<u64> = doomed.iter().map(|i| present[*i].0).collect();
                 report.dead += dead_slots.len();
                 if culprit.is_some() {
@@ -382,6 +391,16 @@ fn flush_pixel(
                 queue.set_head(&head)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Deletes the dedup marks whose 48 h are over, when some are due.
+fn forget_due_marks(env: &Env, queue: &Queue) -> Result<(), ApiError> {
+    let mut head = queue.head()?;
+    if head.marks_are_due(env.now) {
+        head.marks_due = queue.forget_expired_marks(env.now, MARK_LOG_ENTRIES_PER_FLUSH)?;
+        queue.set_head(&head)?;
     }
     Ok(())
 }
@@ -541,6 +560,75 @@ mod tests {
             0,
             "nothing is sent twice"
         );
+    }
+
+    /// Keys of `kind` ("dedup", "marks") stored for the pixel.
+    fn stored(t: &TestEnv, kind: &str) -> usize {
+        let part = format!("/{kind}/");
+        t.kv.dump()
+            .iter()
+            .filter(|(k, _)| k.contains(&part))
+            .count()
+    }
+
+    #[test]
+    fn dedup_marks_are_deleted_once_their_48_hours_are_over() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let start = t.now.get();
+        let window = crate::pixel_queue::DEDUP_WINDOW_SECS;
+        ingest(&t.env(), &p, &events(3, "m"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().delivered, 3);
+        ingest(&t.env(), &p, &events(1, "dead"), &ctx(&t)).unwrap();
+        t.script(vec![err(40002, "Invalid event")]);
+        assert_eq!(flush(&t.env()).unwrap().dead, 1);
+        t.now.set(start + 3600);
+        ingest(&t.env(), &p, &events(2, "n"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().delivered, 2);
+        assert_eq!(stored(&t, "dedup"), 6);
+
+        t.now.set(start + window);
+        flush(&t.env()).unwrap();
+        assert_eq!(stored(&t, "dedup"), 6, "still within 48 h");
+        let repeat = ingest(&t.env(), &p, &events(1, "m"), &ctx(&t)).unwrap();
+        assert_eq!(repeat.deduplicated, 1);
+
+        t.now.set(start + window + 1);
+        flush(&t.env()).unwrap();
+        assert_eq!(
+            stored(&t, "dedup"),
+            2,
+            "the first four marks (sent or dead) are gone, the later two kept"
+        );
+        t.now.set(start + 3600 + window + 1);
+        flush(&t.env()).unwrap();
+        assert_eq!(stored(&t, "dedup"), 0);
+        assert_eq!(stored(&t, "marks"), 2, "only the log's counters are left");
+        assert_eq!(
+            flush(&t.env()).unwrap().pixels,
+            0,
+            "an idle pixel with nothing due is not visited"
+        );
+    }
+
+    #[test]
+    fn a_mark_set_again_after_its_window_survives_the_old_ones_deletion() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let start = t.now.get();
+        let window = crate::pixel_queue::DEDUP_WINDOW_SECS;
+        ingest(&t.env(), &p, &events(1, "again"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().delivered, 1);
+        // No flush ran at the end of the window: the old mark is still stored when the
+        // same event comes back, and is replaced.
+        t.now.set(start + window + 5);
+        let back = ingest(&t.env(), &p, &events(1, "again"), &ctx(&t)).unwrap();
+        assert_eq!(back.accepted, 1);
+        assert_eq!(flush(&t.env()).unwrap().delivered, 1);
+        assert_eq!(stored(&t, "dedup"), 1, "the new mark is kept");
+        t.now.set(start + window + 60);
+        let repeat = ingest(&t.env(), &p, &events(1, "again"), &ctx(&t)).unwrap();
+        assert_eq!(repeat.deduplicated, 1, "and still deduplicates");
     }
 
     #[test]

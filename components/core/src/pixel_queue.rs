@@ -11,6 +11,10 @@
 //!   never send the same events.
 //! - `dead/seq`, `dead/{n}`: dead letters, listed and replayable.
 //! - `dedup/{digest}`: when (pixel, event, event_id) was first accepted (48 h window).
+//! - `marks/seq`, `marks/{n}`, `marks/done`: the marks of events that left the queue
+//!   (sent, or dead), in the order they left, to be deleted once their 48 h are over.
+//!   Marks are random keys the store cannot list by age, so without this log every
+//!   event ever accepted would keep its mark forever.
 //! - `stats/{name}`: counters. `received` is not one: it is derived (slots handed out,
 //!   less those the forwarder or a replay took again, plus rejected and deduplicated),
 //!   which saves every request a write of its own.
@@ -23,6 +27,11 @@ use serde_json::Value;
 
 /// TikTok's dedup window for (event_source_id, event, event_id) (§3.3).
 pub const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
+
+/// The dedup mark's name for (event, event_id).
+fn dedup_digest(event: &str, event_id: &str) -> String {
+    sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
+}
 
 /// One event waiting for TikTok: already validated, enriched and hashed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +66,33 @@ pub struct Head {
     #[serde(default)]
     pub gap: Option<crate::gap::Gap>,
     pub last_error: Option<String>,
+    /// When the oldest retired marks are due to be forgotten (`None`: none waiting).
+    #[serde(default)]
+    pub marks_due: Option<i64>,
+}
+
+impl Head {
+    /// Notes marks retired to be forgotten at `due`.
+    pub fn marks_retired(&mut self, due: Option<i64>) {
+        if let Some(due) = due {
+            self.marks_due = Some(self.marks_due.map_or(due, |d| d.min(due)));
+        }
+    }
+
+    pub fn marks_are_due(&self, now: i64) -> bool {
+        self.marks_due.is_some_and(|due| due <= now)
+    }
+}
+
+/// Dedup marks to forget once their window is over: those of a batch of events that
+/// left the queue (`marks/{n}`).
+#[derive(Debug, Serialize, Deserialize)]
+struct RetiredMarks {
+    /// When the youngest of them is past the window.
+    due: i64,
+    /// (digest, the time the mark was set): a mark set again since, by the same event
+    /// accepted anew after its window, is a newer one and is kept.
+    marks: Vec<(String, i64)>,
 }
 
 pub struct Queue<'a> {
@@ -212,10 +248,88 @@ impl<'a> Queue<'a> {
     }
 
     fn dedup_key(&self, event: &str, event_id: &str) -> String {
-        self.key(&format!(
-            "dedup/{}",
-            sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
-        ))
+        self.mark_key(&dedup_digest(event, event_id))
+    }
+
+    fn mark_key(&self, digest: &str) -> String {
+        self.key(&format!("dedup/{digest}"))
+    }
+
+    fn retired_key(&self, n: u64) -> String {
+        self.key(&format!("marks/{n:020}"))
+    }
+
+    /// Logs the dedup marks of events leaving the queue for good (sent, or dead) so they
+    /// are deleted once their 48 h are over; returns when that is. Called by the
+    /// forwarder, under the pixel's lease, before it removes the events.
+    pub fn retire_marks(&self, events: &[QueuedEvent]) -> Result<Option<i64>, ApiError> {
+        let marks: Vec<(String, i64)> = events
+            .iter()
+            .filter_map(|e| {
+                let event = e.data.get("event")?.as_str()?;
+                let id = e.data.get("event_id")?.as_str()?;
+                Some((dedup_digest(event, id), e.received_at))
+            })
+            .collect();
+        let Some(youngest) = marks.iter().map(|(_, at)| *at).max() else {
+            return Ok(None);
+        };
+        let due = youngest + DEDUP_WINDOW_SECS + 1;
+        let n = self.kv.increment(&self.key("marks/seq"), 1)? as u64;
+        crate::kv::set_json(self.kv, &self.retired_key(n), &RetiredMarks { due, marks })?;
+        Ok(Some(due))
+    }
+
+    /// Deletes the retired marks whose window is over, oldest first, reading at most
+    /// `records` log entries; returns when to come back (`None`: nothing left waiting).
+    /// Runs under the pixel's lease, so no one else writes the log meanwhile: an entry
+    /// missing below `marks/seq` is one a forwarder that died never wrote.
+    pub fn forget_expired_marks(&self, now: i64, records: u64) -> Result<Option<i64>, ApiError> {
+        let last = self.kv.increment(&self.key("marks/seq"), 0)?.max(0) as u64;
+        let done_key = self.key("marks/done");
+        let done = get_json::<u64>(self.kv, &done_key)?.unwrap_or(0);
+        if done >= last {
+            return Ok(None);
+        }
+        let to = last.min(done + records.max(1));
+        let keys: Vec<String> = (done + 1..=to).map(|n| self.retired_key(n)).collect();
+        let mut handled = done;
+        let mut expired: Vec<(String, i64)> = Vec::new();
+        let mut next_due = None;
+        for (n, entry) in (done + 1..=to).zip(self.kv.get_many(&keys)?) {
+            match entry.map(|b| serde_json::from_slice::<RetiredMarks>(&b)) {
+                Some(Ok(r)) if r.due > now => {
+                    next_due = Some(r.due);
+                    break;
+                }
+                Some(Ok(r)) => expired.extend(r.marks),
+                // Never written (see above), or unreadable: nothing to forget.
+                Some(Err(_)) | None => {}
+            }
+            handled = n;
+        }
+        if !expired.is_empty() {
+            let mark_keys: Vec<String> = expired.iter().map(|(d, _)| self.mark_key(d)).collect();
+            let current = self.kv.get_many(&mark_keys)?;
+            let stale: Vec<String> = mark_keys
+                .into_iter()
+                .zip(current)
+                .zip(&expired)
+                .filter_map(|((key, value), (_, set_at))| {
+                    let at = String::from_utf8_lossy(&value?).parse::<i64>().unwrap_or(0);
+                    (at <= *set_at).then_some(key)
+                })
+                .collect();
+            self.kv.delete_many(&stale)?;
+        }
+        if handled > done {
+            self.kv.delete_many(&keys[..(handled - done) as usize])?;
+            crate::kv::set_json(self.kv, &done_key, &handled)?;
+        }
+        if next_due.is_none() && handled < last {
+            next_due = Some(now); // more than `records` entries were due
+        }
+        Ok(next_due)
     }
 
     pub fn count(&self, name: &str, delta: i64) -> Result<(), ApiError> {
@@ -358,6 +472,44 @@ mod tests {
         );
         q.accept(&[queued("once")], retry).unwrap();
         assert_eq!(q.first_sightings(&single, 102).unwrap().fresh, [false]);
+    }
+
+    #[test]
+    fn the_marks_log_skips_entries_a_dead_forwarder_never_wrote_and_resumes_past_its_limit() {
+        let kv = MemoryKv::new();
+        let q = Queue::new(&kv, "px");
+        let ids = ["a", "b", "c"];
+        for (at, id) in ids.iter().enumerate() {
+            let sighting = [("Purchase".to_string(), id.to_string())];
+            let found = q.first_sightings(&sighting, at as i64).unwrap();
+            let mut event = queued(id);
+            event.received_at = at as i64;
+            q.accept(std::slice::from_ref(&event), found).unwrap();
+            if *id == "b" {
+                // A forwarder that died after taking a log entry and before writing it.
+                kv.increment("pq/px/marks/seq", 1).unwrap();
+            }
+            q.retire_marks(&[event]).unwrap();
+        }
+        let marks = || {
+            kv.dump()
+                .iter()
+                .filter(|(k, _)| k.contains("/dedup/"))
+                .count()
+        };
+        let later = DEDUP_WINDOW_SECS + 10;
+        assert_eq!(
+            q.forget_expired_marks(later, 2).unwrap(),
+            Some(later),
+            "more to do"
+        );
+        assert_eq!(marks(), 2, "a's mark went");
+        assert_eq!(q.forget_expired_marks(later, 2).unwrap(), None);
+        assert_eq!(marks(), 0, "the missing entry was passed over");
+        let fresh = q
+            .first_sightings(&[("Purchase".to_string(), "c".to_string())], later)
+            .unwrap();
+        assert_eq!(fresh.fresh, [true]);
     }
 
     #[test]
