@@ -172,9 +172,9 @@ const LEASE_SECS: i64 = 30;
 const GAP_SECS: i64 = 30;
 /// Batches one flush sends per pixel before moving on.
 const BATCHES_PER_FLUSH: usize = 20;
-/// Entries of the retired-marks log one flush reads per pixel (each lists the marks of
-/// one sent batch, up to 1,000).
-const MARK_LOG_ENTRIES_PER_FLUSH: u64 = 16;
+/// Entries of the retired-marks log one flush handles per pixel. Each lists the marks
+/// of one sent batch, so forgetting keeps pace with sending ([`BATCHES_PER_FLUSH`]).
+const MARK_LOG_ENTRIES_PER_FLUSH: u64 = BATCHES_PER_FLUSH as u64;
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FlushReport {

@@ -281,55 +281,49 @@ impl<'a> Queue<'a> {
     }
 
     /// Deletes the retired marks whose window is over, oldest first, reading at most
-    /// `records` log entries; returns when to come back (`None`: nothing left waiting).
+    /// `entries` log entries; returns when to come back (`None`: nothing left waiting).
+    /// Each entry's marks (up to one sent batch) go in a write of their own, so a big
+    /// backlog never holds the store's commit for long.
     /// Runs under the pixel's lease, so no one else writes the log meanwhile: an entry
     /// missing below `marks/seq` is one a forwarder that died never wrote.
-    pub fn forget_expired_marks(&self, now: i64, records: u64) -> Result<Option<i64>, ApiError> {
+    pub fn forget_expired_marks(&self, now: i64, entries: u64) -> Result<Option<i64>, ApiError> {
         let last = self.kv.increment(&self.key("marks/seq"), 0)?.max(0) as u64;
         let done_key = self.key("marks/done");
         let done = get_json::<u64>(self.kv, &done_key)?.unwrap_or(0);
         if done >= last {
             return Ok(None);
         }
-        let to = last.min(done + records.max(1));
+        let to = last.min(done + entries.max(1));
         let keys: Vec<String> = (done + 1..=to).map(|n| self.retired_key(n)).collect();
-        let mut handled = done;
-        let mut expired: Vec<(String, i64)> = Vec::new();
-        let mut next_due = None;
-        for (n, entry) in (done + 1..=to).zip(self.kv.get_many(&keys)?) {
-            match entry.map(|b| serde_json::from_slice::<RetiredMarks>(&b)) {
-                Some(Ok(r)) if r.due > now => {
-                    next_due = Some(r.due);
-                    break;
-                }
-                Some(Ok(r)) => expired.extend(r.marks),
+        let values = self.kv.get_many(&keys)?;
+        for ((n, key), value) in (done + 1..=to).zip(keys).zip(values) {
+            let mut deletions = match value.map(|b| serde_json::from_slice::<RetiredMarks>(&b)) {
+                Some(Ok(r)) if r.due > now => return Ok(Some(r.due)),
+                Some(Ok(r)) => self.stale_marks(&r.marks)?,
                 // Never written (see above), or unreadable: nothing to forget.
-                Some(Err(_)) | None => {}
-            }
-            handled = n;
+                Some(Err(_)) | None => Vec::new(),
+            };
+            deletions.push(key);
+            self.kv.delete_many(&deletions)?;
+            crate::kv::set_json(self.kv, &done_key, &n)?;
         }
-        if !expired.is_empty() {
-            let mark_keys: Vec<String> = expired.iter().map(|(d, _)| self.mark_key(d)).collect();
-            let current = self.kv.get_many(&mark_keys)?;
-            let stale: Vec<String> = mark_keys
-                .into_iter()
-                .zip(current)
-                .zip(&expired)
-                .filter_map(|((key, value), (_, set_at))| {
-                    let at = String::from_utf8_lossy(&value?).parse::<i64>().unwrap_or(0);
-                    (at <= *set_at).then_some(key)
-                })
-                .collect();
-            self.kv.delete_many(&stale)?;
-        }
-        if handled > done {
-            self.kv.delete_many(&keys[..(handled - done) as usize])?;
-            crate::kv::set_json(self.kv, &done_key, &handled)?;
-        }
-        if next_due.is_none() && handled < last {
-            next_due = Some(now); // more than `records` entries were due
-        }
-        Ok(next_due)
+        // More entries than `entries` may be due: come back at once.
+        Ok((to < last).then_some(now))
+    }
+
+    /// The keys of `marks` still holding the time they were retired with.
+    fn stale_marks(&self, marks: &[(String, i64)]) -> Result<Vec<String>, ApiError> {
+        let keys: Vec<String> = marks.iter().map(|(d, _)| self.mark_key(d)).collect();
+        let current = self.kv.get_many(&keys)?;
+        Ok(keys
+            .into_iter()
+            .zip(current)
+            .zip(marks)
+            .filter_map(|((key, value), (_, set_at))| {
+                let at = String::from_utf8_lossy(&value?).parse::<i64>().unwrap_or(0);
+                (at <= *set_at).then_some(key)
+            })
+            .collect())
     }
 
     pub fn count(&self, name: &str, delta: i64) -> Result<(), ApiError> {
