@@ -725,6 +725,53 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_write_sqlite_refuses_fails_alone_and_the_rest_of_its_group_commits() {
+        let b = SqliteBackend::in_memory().unwrap();
+        // SQLite refusing one write (as a full disk or a bad page would) rolls back its
+        // whole group's transaction.
+        lock(&b.shared.writer)
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON spin_key_value
+                 WHEN NEW.key = 'refused' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let set = |key: &str, value: &[u8]| Write::Set {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        let writes = vec![
+            b.write("s", set("before", b"1")),
+            b.write("s", set("refused", b"2")),
+            b.write(
+                "s",
+                Write::Increment {
+                    key: "n".into(),
+                    delta: 5,
+                },
+            ),
+            b.write("s", set("after", b"3")),
+        ];
+        assert_eq!(lock(&b.shared.queue).waiting.len(), 4, "one group");
+        let answers = futures::future::join_all(writes).await;
+        assert_eq!(answers[0], Ok(Written::Done));
+        assert!(
+            matches!(&answers[1], Err(KvError::Backend(m)) if m.contains("refused by the test")),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(answers[2], Ok(Written::Counter(5)));
+        assert_eq!(answers[3], Ok(Written::Done));
+        assert_eq!(b.get("s", "before").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(b.get("s", "after").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(b.get("s", "refused").unwrap(), None);
+        assert_eq!(
+            b.increment("s", "n", 0).unwrap(),
+            5,
+            "applied once, not once per try"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_commit_in_groups_with_their_own_answers() {
         let b = Arc::new(SqliteBackend::in_memory().unwrap());
