@@ -4,6 +4,7 @@
 //! A store label names a separate namespace; a component can open only the labels its
 //! manifest grants (`key_value_stores`), anything else is `access-denied`.
 
+mod cache;
 pub mod host;
 pub mod sqlite;
 
@@ -66,6 +67,18 @@ pub enum Write {
 }
 
 impl Write {
+    /// The keys this write may change.
+    pub fn keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Write::Set { key, .. }
+            | Write::Delete { key }
+            | Write::Increment { key, .. }
+            | Write::CompareAndSwap { key, .. } => Box::new(std::iter::once(key.as_str())),
+            Write::SetMany(pairs) => Box::new(pairs.iter().map(|(k, _)| k.as_str())),
+            Write::DeleteMany(keys) => Box::new(keys.iter().map(String::as_str)),
+        }
+    }
+
     /// The key and value limits, checked before the write is queued.
     pub fn check(&self) -> Result<(), KvError> {
         match self {

@@ -23,8 +23,11 @@
 //!
 //! **Reads beside writes.** A read uses the writer's connection when no commit holds it
 //! (its cache is warm), else a reader connection of its own (WAL readers see the last
-//! commit), so a guest's read never waits behind a group commit.
+//! commit), so a guest's read never waits behind a group commit. Hot values are served
+//! from memory ([`super::cache`]): the host is the file's only writer, so it knows when
+//! one changes.
 
+use super::cache::{Cached, ValueCache};
 use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -68,6 +71,8 @@ struct Shared {
     /// connection is the writer.
     path: Option<PathBuf>,
     idle_readers: Mutex<Vec<Connection>>,
+    /// Recently read values; every commit drops the keys it wrote.
+    cache: ValueCache,
     queue: Mutex<Pending>,
     checkpoints: Mutex<Checkpoints>,
     /// Wakes the checkpointer after a commit, or at close.
@@ -158,6 +163,7 @@ impl SqliteBackend {
             writer: Mutex::new(conn),
             path,
             idle_readers: Mutex::default(),
+            cache: ValueCache::default(),
             queue: Mutex::default(),
             checkpoints: Mutex::default(),
             checkpoint_wake: Condvar::new(),
@@ -209,7 +215,45 @@ impl SqliteBackend {
     /// One write in its own transaction, now, on the caller's thread.
     fn run(&self, store: &str, op: &Write) -> Result<Written, KvError> {
         op.check()?;
-        run_alone(&mut lock(&self.shared.writer), store, op)
+        let mut writer = lock(&self.shared.writer);
+        let result = run_alone(&mut writer, store, op);
+        self.shared.cache.written(op.keys().map(|k| (store, k)));
+        result
+    }
+
+    /// Values of `keys`, from the cache when it has them, else read (and kept).
+    fn cached_values(&self, store: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let mut values = Vec::with_capacity(keys.len());
+        let mut missed = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.shared.cache.get(store, key) {
+                Cached::Hit(v) => values.push(Some(v)),
+                Cached::Miss(generation) => {
+                    values.push(None);
+                    missed.push((i, generation));
+                }
+            }
+        }
+        if missed.is_empty() {
+            return Ok(values);
+        }
+        let read: Vec<Option<Vec<u8>>> = self.read(|c| {
+            let mut stmt = c.prepare_cached(SELECT)?;
+            missed
+                .iter()
+                .map(|(i, _)| {
+                    stmt.query_row(params![store, keys[*i]], |r| r.get(0))
+                        .optional()
+                })
+                .collect()
+        })?;
+        for ((i, generation), value) in missed.into_iter().zip(read) {
+            if let Some(v) = &value {
+                self.shared.cache.fill(store, &keys[i], v, generation);
+            }
+            values[i] = value;
+        }
+        Ok(values)
     }
 }
 
@@ -331,6 +375,11 @@ impl Shared {
         }
         let results = commit_group(&mut writer, &group);
         drop(writer);
+        self.cache.written(
+            group
+                .iter()
+                .flat_map(|w| w.op.keys().map(|k| (w.store.as_str(), k))),
+        );
         for (write, result) in group.into_iter().zip(results) {
             // A caller that gave up (its request timed out) no longer listens.
             let _ = write.reply.send(result);
@@ -510,11 +559,8 @@ fn decode_counter(bytes: &[u8]) -> Result<i64, KvError> {
 impl KeyValueBackend for SqliteBackend {
     fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
-        self.read(|c| {
-            c.prepare_cached(SELECT)?
-                .query_row(params![store, key], |r| r.get(0))
-                .optional()
-        })
+        let mut values = self.cached_values(store, std::slice::from_ref(&key.to_string()))?;
+        Ok(values.pop().flatten())
     }
 
     fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
@@ -594,17 +640,8 @@ impl KeyValueBackend for SqliteBackend {
 
     fn get_many(&self, store: &str, keys: &[String]) -> Result<Vec<KeyValue>, KvError> {
         keys.iter().try_for_each(|k| check_key(k))?;
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(SELECT)?;
-            keys.iter()
-                .map(|k| {
-                    Ok((
-                        k.clone(),
-                        stmt.query_row(params![store, k], |r| r.get(0)).optional()?,
-                    ))
-                })
-                .collect()
-        })
+        let values = self.cached_values(store, keys)?;
+        Ok(keys.iter().cloned().zip(values).collect())
     }
 
     fn set_many(&self, store: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
@@ -722,6 +759,82 @@ mod tests {
         assert_eq!(
             b.set("s", "k", &vec![0; super::super::MAX_VALUE_BYTES + 1]),
             Err(KvError::ValueTooLarge)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_after_any_write_sees_it_though_the_old_value_was_cached() {
+        let b = SqliteBackend::in_memory().unwrap();
+        let read = |key: &str| {
+            b.get_many("s", &[key.to_string()]).unwrap()[0]
+                .1
+                .clone()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let writes: Vec<(Write, &str, Option<&str>)> = vec![
+            (
+                Write::Set {
+                    key: "k".into(),
+                    value: b"v2".to_vec(),
+                },
+                "k",
+                Some("v2"),
+            ),
+            (
+                Write::CompareAndSwap {
+                    key: "k".into(),
+                    expected: Some(b"v2".to_vec()),
+                    new: b"v3".to_vec(),
+                },
+                "k",
+                Some("v3"),
+            ),
+            (
+                Write::SetMany(vec![("k".into(), b"v4".to_vec())]),
+                "k",
+                Some("v4"),
+            ),
+            (Write::DeleteMany(vec!["k".into()]), "k", None),
+            (
+                Write::Set {
+                    key: "k".into(),
+                    value: b"v5".to_vec(),
+                },
+                "k",
+                Some("v5"),
+            ),
+            (Write::Delete { key: "k".into() }, "k", None),
+        ];
+        b.set("s", "k", b"v1").unwrap();
+        for (write, key, expected) in writes {
+            let before = read(key);
+            assert_eq!(
+                b.get("s", key)
+                    .unwrap()
+                    .map(|v| String::from_utf8(v).unwrap()),
+                before
+            );
+            b.write("s", write.clone()).await.unwrap();
+            assert_eq!(read(key).as_deref(), expected, "after {write:?}");
+            assert_eq!(b.get("s", key).unwrap().is_some(), expected.is_some());
+        }
+        b.set("s", "n", &1i64.to_le_bytes()).unwrap();
+        assert_eq!(b.get("s", "n").unwrap(), Some(1i64.to_le_bytes().to_vec()));
+        b.write(
+            "s",
+            Write::Increment {
+                key: "n".into(),
+                delta: 2,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.get("s", "n").unwrap(), Some(3i64.to_le_bytes().to_vec()));
+        b.set("s", "n", &7i64.to_le_bytes()).unwrap();
+        assert_eq!(
+            b.get("s", "n").unwrap(),
+            Some(7i64.to_le_bytes().to_vec()),
+            "sync writes too"
         );
     }
 
