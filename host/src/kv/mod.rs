@@ -5,6 +5,7 @@
 //! manifest grants (`key_value_stores`), anything else is `access-denied`.
 
 mod cache;
+mod filter;
 pub mod host;
 pub mod sqlite;
 
@@ -76,6 +77,14 @@ impl Write {
             | Write::CompareAndSwap { key, .. } => Box::new(std::iter::once(key.as_str())),
             Write::SetMany(pairs) => Box::new(pairs.iter().map(|(k, _)| k.as_str())),
             Write::DeleteMany(keys) => Box::new(keys.iter().map(String::as_str)),
+        }
+    }
+
+    /// The keys this write may create (all but those of deletes).
+    pub fn added_keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Write::Delete { .. } | Write::DeleteMany(_) => Box::new(std::iter::empty()),
+            _ => self.keys(),
         }
     }
 
