@@ -188,6 +188,7 @@ impl KeyFilter {
     }
 
     /// The size of the filter in use.
+    #[cfg(test)]
     pub fn bytes(&self) -> Option<usize> {
         self.lock().active.as_ref().map(|b| b.bytes())
     }
