@@ -13,6 +13,12 @@ use tiktok_edge::sandbox::{self, Mode};
 use tiktok_edge::variables::env_name;
 use tiktok_edge::{App, AppOptions};
 
+/// The serving threads allocate and free a lot (a request's headers and bodies, each
+/// key and value crossing into a guest and back): glibc's allocator took about 8 % of
+/// their time under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tiktok-edge",
