@@ -21,6 +21,10 @@ use tiktok_edge_core::env::{Config, Env};
 use tiktok_edge_core::http::Request;
 use tiktok_edge_core::tiktok::{IncomingResponse, OutgoingRequest, Transport, TransportError};
 
+/// The tiktok-edge CLI's allocator, so both sides compare code, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN: &str = "bench-admin";
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
