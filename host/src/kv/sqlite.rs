@@ -64,9 +64,9 @@ const IDLE_READERS: usize = 8;
 /// Keys the key filter's scan reads per query (each its own short read transaction, so
 /// the scan never holds the WAL back for long).
 const SCAN_PAGE: i64 = 10_000;
-/// Above this many keys the store goes unfiltered: the scan would hold 8 bytes per key
-/// (64 MiB) and the filter about 25 bytes per key. Every lookup then reads SQLite, as
-/// before the filter; the count is checked again after [`UNFILTERED_RETRY`].
+/// Above this many keys the store goes unfiltered: the scan holds 8 bytes per key (64 MiB
+/// here) while it runs, and the filter keeps 2.5 (20 MiB). Every lookup then reads SQLite,
+/// as before the filter; the count is checked again after [`UNFILTERED_RETRY`].
 const MAX_FILTERED_KEYS: usize = 8 << 20;
 const UNFILTERED_RETRY: Duration = Duration::from_secs(600);
 /// Least time between two builds of the key filter, so a filter that fills quickly
