@@ -152,7 +152,9 @@ async fn forged_stale_and_oversized_deliveries_are_refused_and_nothing_is_stored
     let w = world().await;
     let body = delivery_body(&app(), "tiktok.ping", now(), "act.x", &json!({}));
     let wrong = Some(signature_header("not-the-secret", now(), &body));
-    let cases: Vec<(&str, Option<String>, Vec<u8>, u16, &str)> = vec![
+    // (case, signature header, body, status, what the error names)
+    type Case<'a> = (&'a str, Option<String>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no header", None, body.clone(), 401, "missing"),
         (
             "junk header",

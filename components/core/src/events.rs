@@ -330,13 +330,13 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
         let value = number(f("value"), "properties.value")?;
         let currency =
             string(f("currency"), "properties.currency", 3)?.map(|c| c.to_ascii_uppercase());
-        if let Some(c) = &currency {
-            if !CURRENCIES.contains(&c.as_str()) {
-                return Err(reject(
-                    "properties.currency",
-                    "is not an ISO 4217 currency TikTok supports",
-                ));
-            }
+        if let Some(c) = &currency
+            && !CURRENCIES.contains(&c.as_str())
+        {
+            return Err(reject(
+                "properties.currency",
+                "is not an ISO 4217 currency TikTok supports",
+            ));
         }
         if value.is_some() && currency.is_none() {
             return Err(reject("properties.currency", "is required with value"));
@@ -344,13 +344,14 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
         put(&mut properties, "value", value);
         put(&mut properties, "currency", currency);
         let content_type = string(f("content_type"), "properties.content_type", 20)?;
-        if let Some(t) = &content_type {
-            if t != "product" && t != "product_group" {
-                return Err(reject(
-                    "properties.content_type",
-                    "must be product or product_group",
-                ));
-            }
+        if let Some(t) = &content_type
+            && t != "product"
+            && t != "product_group"
+        {
+            return Err(reject(
+                "properties.content_type",
+                "must be product or product_group",
+            ));
         }
         put(&mut properties, "content_type", content_type);
         match f("contents") {

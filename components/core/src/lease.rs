@@ -32,12 +32,12 @@ pub fn take(
     secs: i64,
 ) -> Result<bool, ApiError> {
     let current = kv.get(key)?;
-    if let Some(bytes) = &current {
-        if let Ok(l) = serde_json::from_slice::<Record>(bytes) {
-            if l.until > now && l.owner != owner {
-                return Ok(false);
-            }
-        }
+    if let Some(bytes) = &current
+        && let Ok(l) = serde_json::from_slice::<Record>(bytes)
+        && l.until > now
+        && l.owner != owner
+    {
+        return Ok(false);
     }
     kv.compare_and_swap(key, current.as_deref(), &encode(owner, now + secs))
 }
@@ -63,10 +63,10 @@ pub fn renew(
 
 /// Gives the lease up if it is still ours.
 pub fn release(kv: &dyn KeyValue, key: &str, owner: &str) -> Result<(), ApiError> {
-    if let Some(current) = kv.get(key)? {
-        if serde_json::from_slice::<Record>(&current).is_ok_and(|l| l.owner == owner) {
-            kv.compare_and_swap(key, Some(&current), &encode("", 0))?;
-        }
+    if let Some(current) = kv.get(key)?
+        && serde_json::from_slice::<Record>(&current).is_ok_and(|l| l.owner == owner)
+    {
+        kv.compare_and_swap(key, Some(&current), &encode("", 0))?;
     }
     Ok(())
 }

@@ -450,8 +450,9 @@ pub fn query(
         .iter()
         .map(|d| bucket_key(org, &q.advertiser, q.level, q.granularity, *d))
         .collect();
-    let mut groups: BTreeMap<(Option<NaiveDate>, Option<u8>, Option<String>), Vec<Option<f64>>> =
-        BTreeMap::new();
+    // A row of the answer: (day, hour, entity), each set only when grouped by it.
+    type Group = (Option<NaiveDate>, Option<u8>, Option<String>);
+    let mut groups: BTreeMap<Group, Vec<Option<f64>>> = BTreeMap::new();
     for chunk in dates.iter().zip(keys).collect::<Vec<_>>().chunks(100) {
         let keys: Vec<String> = chunk.iter().map(|(_, k)| k.clone()).collect();
         for ((date, _), value) in chunk.iter().zip(kv.get_many(&keys)?) {

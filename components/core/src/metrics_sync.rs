@@ -201,10 +201,10 @@ pub struct SyncReport {
 
 /// Syncs one advertiser of `org` now.
 pub fn sync(env: &Env, org: &OrgId, req: &SyncRequest) -> Result<SyncReport, ApiError> {
-    if let (Some(from), Some(to)) = (req.from, req.to) {
-        if to < from {
-            return Err(ApiError::invalid("to", "must not be before from"));
-        }
+    if let (Some(from), Some(to)) = (req.from, req.to)
+        && to < from
+    {
+        return Err(ApiError::invalid("to", "must not be before from"));
     }
     if req.from.is_some() != req.to.is_some() {
         return Err(ApiError::invalid("from", "from and to go together"));

@@ -197,10 +197,10 @@ pub fn get_org(env: &Env, org: &OrgId) -> Result<Org, ApiError> {
 pub fn list_orgs(env: &Env) -> Result<Vec<Org>, ApiError> {
     let mut orgs = Vec::new();
     for id in IdIndex::new(env.kv, ORG_INDEX).list()? {
-        if let Ok(org) = OrgId::parse(&id) {
-            if let Some(profile) = get_json(env.kv, &profile_key(&org))? {
-                orgs.push(profile);
-            }
+        if let Ok(org) = OrgId::parse(&id)
+            && let Some(profile) = get_json(env.kv, &profile_key(&org))?
+        {
+            orgs.push(profile);
         }
     }
     Ok(orgs)
@@ -264,7 +264,7 @@ pub fn create_key(env: &Env, org: &OrgId, new: NewKey) -> Result<IssuedKey, ApiE
         digest: sha256_hex(key.as_bytes()),
     };
     set_json(env.kv, &api_key_key(org, &key_id), &record)?;
-    IdIndex::new(env.kv, &api_key_index(org)).insert(&key_id)?;
+    IdIndex::new(env.kv, api_key_index(org)).insert(&key_id)?;
     let mut listed = record;
     listed.digest.clear();
     Ok(IssuedKey { listed, key })
@@ -272,7 +272,7 @@ pub fn create_key(env: &Env, org: &OrgId, new: NewKey) -> Result<IssuedKey, ApiE
 
 pub fn list_keys(env: &Env, org: &OrgId) -> Result<Vec<ApiKey>, ApiError> {
     let mut keys = Vec::new();
-    for key_id in IdIndex::new(env.kv, &api_key_index(org)).list()? {
+    for key_id in IdIndex::new(env.kv, api_key_index(org)).list()? {
         if let Some(mut key) = get_json::<ApiKey>(env.kv, &api_key_key(org, &key_id))? {
             key.digest.clear();
             keys.push(key);
@@ -289,7 +289,7 @@ pub fn revoke_key(env: &Env, org: &OrgId, key_id: &str) -> Result<(), ApiError> 
         )));
     }
     env.kv.delete(&key)?;
-    IdIndex::new(env.kv, &api_key_index(org)).remove(key_id)
+    IdIndex::new(env.kv, api_key_index(org)).remove(key_id)
 }
 
 fn is_admin(env: &Env, token: &str) -> Result<bool, ApiError> {
@@ -347,12 +347,12 @@ pub fn require_admin(env: &Env, req: &Request) -> Result<(), ApiError> {
 pub fn authorize_org(env: &Env, req: &Request, org: &str) -> Result<OrgId, ApiError> {
     let principal = authenticate(env, req)?;
     let org = OrgId::parse(org)?;
-    if let Principal::OrgKey { org: own, .. } = &principal {
-        if *own != org {
-            return Err(ApiError::Forbidden(
-                "this API key belongs to another organization".into(),
-            ));
-        }
+    if let Principal::OrgKey { org: own, .. } = &principal
+        && *own != org
+    {
+        return Err(ApiError::Forbidden(
+            "this API key belongs to another organization".into(),
+        ));
     }
     get_org(env, &org)?;
     Ok(org)

@@ -202,13 +202,13 @@ fn apply(p: &mut Pixel, input: &PixelInput) -> Result<(), ApiError> {
         p.consent_mode = mode;
     }
     if let Some(country) = &input.default_country {
-        if let Some(c) = country {
-            if crate::pii::calling_code(c).is_none() {
-                return Err(ApiError::invalid(
-                    "default_country",
-                    "must be an ISO 3166 country code such as US or GB",
-                ));
-            }
+        if let Some(c) = country
+            && crate::pii::calling_code(c).is_none()
+        {
+            return Err(ApiError::invalid(
+                "default_country",
+                "must be an ISO 3166 country code such as US or GB",
+            ));
         }
         p.default_country = country.as_ref().map(|c| c.to_ascii_uppercase());
     }

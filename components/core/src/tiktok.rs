@@ -105,7 +105,7 @@ pub fn classify(code: i64) -> CodeClass {
         40016 | 40100 | 40132 | 40133 => CodeClass::RateLimited,
         40200 | 40201 | 40202 | 40700 | 40901 | 50000 | 50002 | 51305 | 60001 => CodeClass::Retry,
         transport_codes::UNREACHABLE | transport_codes::BAD_RESPONSE => CodeClass::Retry,
-        40102 | 40103 | 40104 | 40105 | 40106 | 40107 => CodeClass::Reauthorize,
+        40102..=40107 => CodeClass::Reauthorize,
         40001 | 40113 | 40118 | 40119 | 40125 | 41000 => CodeClass::Permission,
         40007 | 40300 | 40301 => CodeClass::NotFound,
         40000
@@ -434,8 +434,10 @@ pub(crate) mod fake {
         pub sent: RefCell<Vec<OutgoingRequest>>,
         pub slept: RefCell<Vec<Duration>>,
         /// Answers computed from the request, used when no scripted answer is left.
-        pub responder: Option<Box<dyn Fn(&OutgoingRequest) -> Value>>,
+        pub responder: Option<Responder>,
     }
+
+    pub type Responder = Box<dyn Fn(&OutgoingRequest) -> Value>;
 
     impl FakeTransport {
         pub fn answering(answers: Vec<Value>) -> Self {

@@ -975,10 +975,10 @@ pub fn get_app_delivery(env: &Env, app: &WebhookApp, id: &str) -> Result<Deliver
 pub fn get_org_delivery(env: &Env, org: &OrgId, id: &str) -> Result<Delivery, ApiError> {
     check_id(id)?;
     for app in apps(env)? {
-        if let Some(d) = get_json::<Delivery>(env.kv, &record_key(&app.name, id))? {
-            if d.orgs.iter().any(|o| o == org.as_str()) {
-                return Ok(d);
-            }
+        if let Some(d) = get_json::<Delivery>(env.kv, &record_key(&app.name, id))?
+            && d.orgs.iter().any(|o| o == org.as_str())
+        {
+            return Ok(d);
         }
     }
     Err(ApiError::NotFound(format!("delivery {id} does not exist")))
@@ -1231,7 +1231,7 @@ mod tests {
         assert_eq!(e.status(), 401);
         let e = receive(&t.env(), &app, None, &b).unwrap_err();
         assert_eq!(e.status(), 401);
-        let keys: Vec<String> = t.kv.dump().into_iter().map(|(k, _)| k).skip(0).collect();
+        let keys: Vec<String> = t.kv.dump().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys.len(), before + 2, "{keys:?}");
         assert!(
             keys.iter()
@@ -1346,7 +1346,10 @@ mod tests {
         assert!(d2.parse_error.unwrap().contains("content is not JSON"));
         assert_eq!(d2.raw_body.unwrap().as_bytes(), odd.as_slice());
         assert_eq!(stats(&env, &app).unwrap().dead_letters, 1);
-        assert_eq!(replay(&env, &app, None).unwrap(), [r1.id.clone()]);
+        assert_eq!(
+            replay(&env, &app, None).unwrap(),
+            std::slice::from_ref(&r1.id)
+        );
         assert_eq!(process(&env).unwrap().dead, 1, "still junk: dead again");
         assert!(
             replay(&env, &app, Some(vec![r2.id])).is_err(),
