@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Pixel ingestion through tiktok-edge with its durable SQLite store, side by side with
 # `wasmtime serve` on a trivial component (the yardstick, run just before and after each
-# single-event scenario), in one run: events/s and
-# p50/p99 at ack with wrk (-t2 -c32), for single events and 50-event batches, with and
-# without instance reuse, then peak RSS; then the same core handler served natively
-# (hyper, the same SQLite store and group commit, no wasm) under the same load, for the
-# wasm tax. Read the ratios; the machines are noisy.
+# single-event scenario), in one run: events/s and p50/p99 at ack with wrk (-t2 -c32),
+# for single events and 50-event batches, with and without instance reuse, then peak RSS;
+# then the same core handler served natively (hyper, the same SQLite store and group
+# commit, no wasm) under the same load, for the wasm tax. Read the ratios; the machines
+# are noisy.
 #
 #   bench/pixel.sh [seconds per run, default 10]
 set -euo pipefail
