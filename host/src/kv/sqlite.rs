@@ -573,7 +573,7 @@ impl Shared {
             }
             let started = Instant::now();
             next_build = started + MIN_BUILD_INTERVAL;
-            match self.build_filter(&conn, &mut || {}) {
+            match self.build_filter(&conn, MAX_FILTERED_KEYS, &mut || {}) {
                 Ok(Built::Filter { keys, bytes }) => tracing::debug!(
                     keys,
                     bytes,
@@ -600,11 +600,13 @@ impl Shared {
     }
 
     /// Builds the key filter from a scan on `conn` and puts it in use (see
-    /// [`super::filter`] for why no key can be missed). `scanned` runs after the scan,
-    /// before the filter is put in use (tests write there, behind the scan's back).
+    /// [`super::filter`] for why no key can be missed); past `max_keys` keys, stops
+    /// filtering instead. `scanned` runs after the scan, before the filter is put in use
+    /// (tests write there, behind the scan's back).
     fn build_filter(
         &self,
         conn: &Connection,
+        max_keys: usize,
         scanned: &mut dyn FnMut(),
     ) -> rusqlite::Result<Built> {
         {
@@ -637,7 +639,7 @@ impl Shared {
                 last = Some((store.into(), key.into()));
             }
             drop(rows);
-            if hashes.len() > MAX_FILTERED_KEYS {
+            if hashes.len() > max_keys {
                 self.filter.disable();
                 return Ok(Built::TooManyKeys);
             }
@@ -1393,7 +1395,11 @@ mod tests {
 
     fn build_filter(b: &SqliteBackend, scanned: &mut dyn FnMut()) {
         let conn = open_reader(b.shared.path.as_ref().unwrap()).unwrap();
-        match b.shared.build_filter(&conn, scanned).unwrap() {
+        match b
+            .shared
+            .build_filter(&conn, MAX_FILTERED_KEYS, scanned)
+            .unwrap()
+        {
             Built::Filter { .. } => {}
             _ => panic!("no filter built"),
         }
@@ -1553,5 +1559,38 @@ mod tests {
             found.iter().all(|(_, v)| v.is_some()),
             "a stored key read as absent"
         );
+    }
+
+    #[test]
+    fn a_store_with_too_many_keys_goes_unfiltered_and_every_key_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = unfiltered(&dir);
+        build_filter(&b, &mut || {});
+        assert!(b.shared.filter.lookup().is_some());
+        let keys: Vec<String> = (0..(SCAN_PAGE as usize + 1))
+            .map(|i| format!("k{i}"))
+            .collect();
+        let pairs: Vec<(String, Vec<u8>)> =
+            keys.iter().map(|k| (k.clone(), b"v".to_vec())).collect();
+        b.set_many("s", &pairs).unwrap();
+        // A rebuild that finds more keys than it may hold drops the filter it had.
+        let conn = open_reader(b.shared.path.as_ref().unwrap()).unwrap();
+        let built = b
+            .shared
+            .build_filter(&conn, SCAN_PAGE as usize, &mut || {})
+            .unwrap();
+        assert!(matches!(built, Built::TooManyKeys));
+        assert!(
+            b.shared.filter.lookup().is_none(),
+            "a filter is still in use"
+        );
+        assert!(b.shared.filter.needs_build());
+        // A write does not bring a filter back.
+        b.set("s", "after", b"v").unwrap();
+        assert!(b.shared.filter.lookup().is_none());
+        let found = b.get_many("s", &keys).unwrap();
+        assert!(found.iter().all(|(_, v)| v.is_some()));
+        assert!(b.exists("s", "after").unwrap());
+        assert_eq!(b.get("s", "never").unwrap(), None);
     }
 }
