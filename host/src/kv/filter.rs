@@ -71,8 +71,8 @@ impl Bloom {
         self.words.len() * 8
     }
 
-    /// The block's first word and the bits to set or test in it.
-    fn probes(&self, hash: u64) -> (usize, impl Iterator<Item = (usize, u64)>) {
+    /// The words to set or test, and the bit in each, all in one block.
+    fn probes(&self, hash: u64) -> impl Iterator<Item = (usize, u64)> {
         let blocks = (self.words.len() / BLOCK_WORDS) as u128;
         let block = ((hash as u128 * blocks) >> 64) as usize * BLOCK_WORDS;
         // The block came from the hash's high bits; the probes from all of it, mixed
@@ -82,16 +82,14 @@ impl Bloom {
         mixed ^= mixed >> 27;
         mixed = mixed.wrapping_mul(0x94d0_49bb_1331_11eb);
         mixed ^= mixed >> 31;
-        let bits = (0..PROBES).map(move |i| {
+        (0..PROBES).map(move |i| {
             let bit = (mixed >> (9 * i)) as usize & 511;
             (block + bit / 64, 1u64 << (bit % 64))
-        });
-        (block, bits)
+        })
     }
 
     pub fn insert(&self, hash: u64) {
-        let (_, bits) = self.probes(hash);
-        for (word, bit) in bits {
+        for (word, bit) in self.probes(hash) {
             if self.words[word].fetch_or(bit, Ordering::Release) & bit == 0 {
                 self.set_bits.fetch_add(1, Ordering::Relaxed);
             }
@@ -100,8 +98,8 @@ impl Bloom {
 
     /// False only for a hash never inserted.
     pub fn may_contain(&self, hash: u64) -> bool {
-        let (_, mut bits) = self.probes(hash);
-        bits.all(|(word, bit)| self.words[word].load(Ordering::Acquire) & bit != 0)
+        self.probes(hash)
+            .all(|(word, bit)| self.words[word].load(Ordering::Acquire) & bit != 0)
     }
 
     /// Past half its bits set, about 1 % of absent keys look present: time to rebuild.
@@ -141,18 +139,24 @@ impl KeyFilter {
 
     /// The filter to look keys up in, for one call (it stays correct for the call even
     /// if a rebuild replaces it meanwhile).
-    pub fn lookup(&self) -> Option<Lookup> {
+    pub fn lookup(&self) -> Option<Lookup<'_>> {
         let bloom = self.lock().active.clone()?;
         Some(Lookup {
             bloom,
-            hasher: self.hasher.clone(),
+            hasher: &self.hasher,
         })
     }
 
-    /// Adds the keys a commit may create. Call with the writer's lock held and before
-    /// the commit. Returns true when the filter in use is full (time to rebuild).
-    pub fn add<'a>(&self, keys: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        let hashes: Vec<u64> = keys.map(|(s, k)| self.hasher.hash(s, k)).collect();
+    /// The hashes of the keys a commit may create, for [`Self::add`]; computed before
+    /// the writer's lock is taken, so the commit holds it no longer.
+    pub fn hashes<'a>(&self, keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u64> {
+        keys.map(|(s, k)| self.hasher.hash(s, k)).collect()
+    }
+
+    /// Adds the keys a commit may create (by [`Self::hashes`]). Call with the writer's
+    /// lock held and before the commit. Returns true when the filter in use is full (time
+    /// to rebuild).
+    pub fn add(&self, hashes: Vec<u64>) -> bool {
         if hashes.is_empty() {
             return false;
         }
@@ -217,12 +221,12 @@ impl KeyFilter {
 }
 
 /// A filter taken for one call.
-pub struct Lookup {
+pub struct Lookup<'a> {
     bloom: Arc<Bloom>,
-    hasher: KeyHasher,
+    hasher: &'a KeyHasher,
 }
 
-impl Lookup {
+impl Lookup<'_> {
     pub fn presence(&self, store: &str, key: &str) -> Presence {
         if self.bloom.may_contain(self.hasher.hash(store, key)) {
             Presence::Maybe
@@ -284,7 +288,7 @@ mod tests {
         );
         filter.begin_build();
         // Written while the scan runs: the scan may not see it.
-        filter.add([("s", "during")].into_iter());
+        filter.add(filter.hashes([("s", "during")].into_iter()));
         let scanned = Bloom::for_keys(1);
         scanned.insert(filter.hasher().hash("s", "before"));
         filter.finish_build(scanned);
@@ -292,7 +296,7 @@ mod tests {
         assert_eq!(lookup.presence("s", "before"), Presence::Maybe);
         assert_eq!(lookup.presence("s", "during"), Presence::Maybe);
         // After the build, commits add to the filter in use.
-        filter.add([("s", "after")].into_iter());
+        filter.add(filter.hashes([("s", "after")].into_iter()));
         assert_eq!(
             filter.lookup().unwrap().presence("s", "after"),
             Presence::Maybe

@@ -296,8 +296,12 @@ impl SqliteBackend {
     /// One write in its own transaction, now, on the caller's thread.
     fn run(&self, store: &str, op: &Write) -> Result<Written, KvError> {
         op.check()?;
+        let added = self
+            .shared
+            .filter
+            .hashes(op.added_keys().map(|k| (store, k)));
         let mut writer = lock(&self.shared.writer);
-        self.shared.filter_adds(op.added_keys().map(|k| (store, k)));
+        self.shared.filter_adds(added);
         let result = run_alone(&mut writer, store, op);
         self.shared.cache.written(op.keys().map(|k| (store, k)));
         result
@@ -307,13 +311,15 @@ impl SqliteBackend {
     fn cached_values(&self, store: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let mut values = Vec::with_capacity(keys.len());
         let mut missed = Vec::new();
-        let filter = self.shared.filter.lookup();
+        // Taken at the first miss: hot records are all hits.
+        let mut filter = None;
         for (i, key) in keys.iter().enumerate() {
             match self.shared.cache.get(store, key) {
                 Cached::Hit(v) => values.push(Some(v)),
                 Cached::Miss(generation) => {
                     values.push(None);
                     let absent = filter
+                        .get_or_insert_with(|| self.shared.filter.lookup())
                         .as_ref()
                         .is_some_and(|f| f.presence(store, key) == Presence::Absent);
                     if !absent {
@@ -451,6 +457,11 @@ impl Shared {
 
     /// Commits one group, answers each write, and tells the checkpointer.
     fn commit(&self, group: Vec<Queued>) {
+        let added = self.filter.hashes(
+            group
+                .iter()
+                .flat_map(|w| w.op.added_keys().map(|k| (w.store.as_str(), k))),
+        );
         let mut writer = lock(&self.writer);
         if self.catch_up.swap(false, Ordering::Relaxed) {
             // Copies the tail the checkpointer has not reached; with nothing left to
@@ -461,11 +472,7 @@ impl Shared {
                 Err(e) => tracing::warn!(error = %e, "checkpoint before a group failed"),
             }
         }
-        self.filter_adds(
-            group
-                .iter()
-                .flat_map(|w| w.op.added_keys().map(|k| (w.store.as_str(), k))),
-        );
+        self.filter_adds(added);
         let results = commit_group(&mut writer, &group);
         drop(writer);
         self.cache.written(
@@ -530,10 +537,11 @@ impl Shared {
 }
 
 impl Shared {
-    /// Adds the keys a commit may create to the key filter; call with the writer's lock
-    /// held, before the commit. Wakes the builder when the filter is full.
-    fn filter_adds<'a>(&self, keys: impl Iterator<Item = (&'a str, &'a str)>) {
-        if self.filter.add(keys) {
+    /// Adds the keys a commit may create (hashed by [`KeyFilter::hashes`]) to the key
+    /// filter; call with the writer's lock held, before the commit. Wakes the builder
+    /// when the filter is full.
+    fn filter_adds(&self, hashes: Vec<u64>) {
+        if self.filter.add(hashes) {
             lock(&self.builds).wanted = true;
             self.build_wake.notify_one();
         }
