@@ -140,6 +140,31 @@ enum Built {
     Closing,
 }
 
+/// A column value kept as SQLite stored it: text that is not UTF-8 (a file written by
+/// another tool) too, which `rusqlite::types::Value` cannot hold.
+enum Stored {
+    Text(Vec<u8>),
+    Other(rusqlite::types::Value),
+}
+
+impl From<rusqlite::types::ValueRef<'_>> for Stored {
+    fn from(value: rusqlite::types::ValueRef<'_>) -> Self {
+        match value {
+            rusqlite::types::ValueRef::Text(text) => Stored::Text(text.to_vec()),
+            other => Stored::Other(other.into()),
+        }
+    }
+}
+
+impl rusqlite::ToSql for Stored {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            Stored::Text(text) => rusqlite::types::ValueRef::Text(text),
+            Stored::Other(value) => value.into(),
+        }))
+    }
+}
+
 /// A write waiting for its group commit.
 struct Queued {
     store: String,
@@ -624,8 +649,8 @@ impl Shared {
         }
         let hasher = self.filter.hasher();
         let mut hashes: Vec<u64> = Vec::new();
-        // Where the last page ended, as stored (any type, so the scan always moves on).
-        let mut last: Option<(rusqlite::types::Value, rusqlite::types::Value)> = None;
+        // Where the last page ended, as stored, so the scan always moves on.
+        let mut last: Option<(Stored, Stored)> = None;
         let mut first = conn
             .prepare_cached("SELECT store, key FROM spin_key_value ORDER BY store, key LIMIT ?1")?;
         let mut next = conn.prepare_cached(
@@ -1600,5 +1625,34 @@ mod tests {
         assert!(found.iter().all(|(_, v)| v.is_some()));
         assert!(b.exists("s", "after").unwrap());
         assert_eq!(b.get("s", "never").unwrap(), None);
+    }
+
+    #[test]
+    fn a_scan_moves_past_keys_no_guest_could_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(unfiltered(&dir));
+        // A data file written by another tool: a full scan page of BLOB keys and keys that
+        // are not UTF-8, before the one a guest wrote (store "t" sorts after "s").
+        lock(&b.shared.writer)
+            .execute(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO spin_key_value (store, key, value)
+                 SELECT 's', CASE WHEN i % 2 = 0 THEN randomblob(16)
+                                  ELSE CAST(X'ff' || randomblob(16) AS TEXT) END, X'00' FROM n",
+                params![SCAN_PAGE],
+            )
+            .unwrap();
+        b.set("t", "kept", b"v").unwrap();
+        let (done, built) = std::sync::mpsc::channel();
+        let scanner = b.clone();
+        std::thread::spawn(move || {
+            build_filter(&scanner, &mut || {});
+            let _ = done.send(());
+        });
+        built
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the scan never finished");
+        assert!(!absent_in_filter(&b, "t", "kept"));
+        assert_eq!(b.get("t", "kept").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }
