@@ -17,6 +17,7 @@ use crate::pixels::{self, ALL_PIXELS, Pixel};
 use crate::tiktok::{Call, CodeClass, TikTokError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct RejectedEvent {
@@ -86,16 +87,19 @@ pub fn ingest(
     let mut prepared: Vec<Value> = Vec::new();
     let mut sightings: Vec<(String, String)> = Vec::new();
     for (index, raw) in list.iter().enumerate() {
-        let mut event = raw.clone();
-        if let Value::Object(map) = &mut event {
-            map.remove("pixel_id");
-            if matches!(map.get("event_id"), None | Some(Value::Null)) {
+        // Copied only to give an event without an id one ([`events::prepare`] takes the
+        // fields it knows, so the rest, such as a body's `pixel_id`, are left behind).
+        let event = match raw {
+            Value::Object(map) if matches!(map.get("event_id"), None | Some(Value::Null)) => {
+                let mut map = map.clone();
                 map.insert(
                     "event_id".into(),
                     Value::String(format!("edge-{}", hex::encode(random_bytes::<12>()?))),
                 );
+                Cow::Owned(Value::Object(map))
             }
-        }
+            _ => Cow::Borrowed(raw),
+        };
         report.event_ids.push(
             event
                 .get("event_id")

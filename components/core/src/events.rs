@@ -160,7 +160,10 @@ fn hashed(
 
 /// The `ttclid` query parameter of a page URL.
 pub fn ttclid_from_url(page_url: &str) -> Option<String> {
-    let url = url::Url::parse(page_url).ok()?;
+    ttclid_of(&url::Url::parse(page_url).ok()?)
+}
+
+fn ttclid_of(url: &url::Url) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == "ttclid")
         .map(|(_, v)| v.into_owned())
@@ -280,14 +283,14 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
     if let Some(p) = object(get("page"), "page")? {
         let url = string(p.get("url").unwrap_or(&null), "page.url", MAX_URL)?;
         if let Some(url) = &url {
-            if url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-            {
-                return Err(reject("page.url", "must be an absolute http(s) URL"));
-            }
+            // Parsed once, for the check and the ttclid (a URL parse is a good part of
+            // an event's cost).
+            let parsed = url::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| reject("page.url", "must be an absolute http(s) URL"))?;
             if !user.contains_key("ttclid") {
-                put(&mut user, "ttclid", ttclid_from_url(url));
+                put(&mut user, "ttclid", ttclid_of(&parsed));
             }
         }
         put(&mut page, "url", url);

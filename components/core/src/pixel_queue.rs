@@ -162,10 +162,10 @@ impl<'a> Queue<'a> {
             let last = self.kv.increment(&self.key("seq"), events.len() as i64)? as u64;
             let first = last + 1 - events.len() as u64;
             entries.extend(events.iter().zip(first..).map(|(e, slot)| {
-                (
-                    self.slot_key(slot),
-                    serde_json::to_vec(e).expect("events serialize"),
-                )
+                // Sized for a typical event, so the buffer is not regrown as it fills.
+                let mut value = Vec::with_capacity(768);
+                serde_json::to_writer(&mut value, e).expect("events serialize");
+                (self.slot_key(slot), value)
             }));
         }
         entries.extend(extra);
