@@ -228,7 +228,12 @@ pub struct Lookup<'a> {
 
 impl Lookup<'_> {
     pub fn presence(&self, store: &str, key: &str) -> Presence {
-        if self.bloom.may_contain(self.hasher.hash(store, key)) {
+        self.presence_of(self.hasher.hash(store, key))
+    }
+
+    /// The presence of a key already hashed by [`KeyFilter::hashes`].
+    pub fn presence_of(&self, hash: u64) -> Presence {
+        if self.bloom.may_contain(hash) {
             Presence::Maybe
         } else {
             Presence::Absent

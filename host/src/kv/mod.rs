@@ -4,6 +4,7 @@
 //! A store label names a separate namespace; a component can open only the labels its
 //! manifest grants (`key_value_stores`), anything else is `access-denied`.
 
+mod buffer;
 mod cache;
 mod filter;
 pub mod host;
