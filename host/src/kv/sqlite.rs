@@ -876,8 +876,16 @@ impl Shared {
     /// per transaction (group commits run in between), then deletes their log rows and
     /// retires them in one step (see [`super::buffer`] for why no write is lost).
     fn merge_round(&self) -> rusqlite::Result<()> {
+        let started = Instant::now();
+        let keys = self.buffer.as_ref().map_or(0, WriteBuffer::len);
         let upto = self.merge_chunks()?;
-        self.retire_merged(upto)
+        self.retire_merged(upto)?;
+        tracing::debug!(
+            keys,
+            ms = started.elapsed().as_millis() as u64,
+            "merged buffered writes into the table"
+        );
+        Ok(())
     }
 
     /// A merge round's copying; returns the last seq it covered.
