@@ -43,7 +43,7 @@ pub const CREATE_LOG: &str = "CREATE TABLE IF NOT EXISTS tiktok_edge_kv_buffer (
 pub const APPEND: &str =
     "INSERT INTO tiktok_edge_kv_buffer (seq, store, key, value) VALUES (?1, ?2, ?3, ?4)";
 pub const LOGGED_VALUE: &str = "SELECT value FROM tiktok_edge_kv_buffer WHERE seq = ?1";
-pub const RETIRE: &str = "DELETE FROM tiktok_edge_kv_buffer WHERE seq <= ?1";
+pub const RETIRE: &str = "DELETE FROM tiktok_edge_kv_buffer WHERE seq BETWEEN ?1 AND ?2";
 
 /// A buffered key's newest value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,5 +304,16 @@ mod tests {
         assert!(!b.entry("s", "k2").unwrap().merged);
         assert!(b.entry("t", "k0").is_some());
         assert!(b.entry("s", "k1").is_none());
+    }
+
+    #[test]
+    fn a_copy_of_a_value_written_again_meanwhile_is_not_noted_as_merged() {
+        let b = WriteBuffer::default();
+        b.apply(vec![change("s", "k", 1, Some(b"old"))]);
+        let chunk = b.chunk(None, 1, 10);
+        b.apply(vec![change("s", "k", 2, Some(b"new"))]);
+        b.merged(&[("s".into(), "k".into(), chunk[0].2.seq)]);
+        assert!(!b.entry("s", "k").unwrap().merged);
+        assert!(!b.all_merged_upto(2));
     }
 }

@@ -81,9 +81,12 @@ const MERGE_AT: usize = 32 * 1024;
 /// ... or this long after the last one, if any are.
 const MERGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys one merge transaction copies to the table. The writer's lock is held meanwhile
-/// (group commits wait), so it is kept to a few milliseconds; keys in key order still
-/// share their pages.
-const MERGE_CHUNK: usize = 1024;
+/// (group commits wait), so it is kept to about a millisecond: at 1,024 keys, single
+/// events had p99 10 ms against 6.6 ms. Keys share pages as much in small chunks: that
+/// depends on how many keys a round has, not a chunk.
+const MERGE_CHUNK: usize = 256;
+/// Log rows one transaction deletes at the end of a merge round.
+const RETIRE_CHUNK: i64 = 4096;
 /// Least time between two builds of the key filter, so a filter that fills quickly
 /// (a store that doubles fast) costs at most one scan each second.
 const MIN_BUILD_INTERVAL: Duration = Duration::from_secs(1);
@@ -945,13 +948,29 @@ impl Shared {
         let Some(buffer) = &self.buffer else {
             return Ok(());
         };
-        let mut writer = lock(&self.writer);
-        if buffer.all_merged_upto(upto) {
-            let tx = writer.transaction()?;
-            tx.prepare_cached(buffer::RETIRE)?.execute([upto])?;
-            tx.commit()?;
-            buffer.retire(upto);
+        // Only this thread marks entries merged, and a write to a key gives it a seq
+        // past `upto`: the answer holds while the rows go.
+        if !buffer.all_merged_upto(upto) {
+            return Ok(());
         }
+        let first: Option<i64> = lock(&self.writer).query_row(
+            "SELECT min(seq) FROM tiktok_edge_kv_buffer",
+            [],
+            |r| r.get(0),
+        )?;
+        // A range per transaction, so commits never wait long. A crash midway leaves
+        // rows of keys still buffered; replayed in seq order at the next open, they
+        // still end at each key's newest value.
+        let mut from = first.unwrap_or(upto + 1);
+        while from <= upto {
+            let to = (from + RETIRE_CHUNK - 1).min(upto);
+            lock(&self.writer)
+                .prepare_cached(buffer::RETIRE)?
+                .execute([from, to])?;
+            from = to + 1;
+        }
+        let _writer = lock(&self.writer);
+        buffer.retire(upto);
         Ok(())
     }
 }
@@ -2299,6 +2318,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = buffering(&dir);
         b.set("s", "a", b"1").unwrap();
+        b.set("s", "b", b"1").unwrap();
+        // Nothing copied yet: nothing retired.
+        b.shared.retire_merged(2).unwrap();
+        assert_eq!((buffered(&b), log_rows(&b)), (2, 2));
+        b.delete("s", "b").unwrap();
         let upto = b.shared.merge_chunks().unwrap();
         b.set("s", "a", b"2").unwrap();
         b.shared.retire_merged(upto).unwrap();
