@@ -22,7 +22,7 @@
 //! - at open, what a crash left in the log is merged before anything else runs, and at
 //!   close everything is merged, so a data file at rest is Spin's layout alone.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -82,19 +82,23 @@ pub struct Change {
     pub held: Held,
 }
 
-/// The buffered keys, by store then key (so both look up by `&str` and list in order).
+/// Buffered keys by store, then key (both looked up by `&str`). Hashed, not ordered: a
+/// batch's reads look up dozens of keys that share a long prefix, which an ordered map
+/// compares again at every level; the rare ordered uses sort what they take.
+type Stores = HashMap<String, HashMap<String, Entry>>;
+
 #[derive(Default)]
 pub struct WriteBuffer {
-    entries: RwLock<BTreeMap<String, BTreeMap<String, Entry>>>,
+    entries: RwLock<Stores>,
     len: AtomicUsize,
 }
 
 impl WriteBuffer {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BTreeMap<String, Entry>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Stores> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<String, Entry>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Stores> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -135,16 +139,13 @@ impl WriteBuffer {
         let Some(keys) = entries.get(store) else {
             return Vec::new();
         };
-        let range = match cursor {
-            Some(c) => keys.range::<str, _>((
-                std::ops::Bound::Excluded(c),
-                std::ops::Bound::Unbounded,
-            )),
-            None => keys.range::<str, _>(..),
-        };
-        range
+        let mut after: Vec<(String, bool)> = keys
+            .iter()
+            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
             .map(|(k, e)| (k.clone(), e.held != Held::Deleted))
-            .collect()
+            .collect();
+        after.sort_unstable();
+        after
     }
 
     /// Takes in a committed transaction's changes, in their order.
@@ -170,41 +171,32 @@ impl WriteBuffer {
         }
     }
 
-    /// Up to `n` entries not yet merged with seq at most `upto`, after `after` in
-    /// (store, key) order: the next chunk of a merge round.
-    pub fn chunk(
-        &self,
-        after: Option<&(String, String)>,
-        upto: i64,
-        n: usize,
-    ) -> Vec<(String, String, Entry)> {
+    /// The keys a merge round up to seq `upto` copies (those not merged yet), in
+    /// (store, key) order, so the table takes them page by page.
+    pub fn round(&self, upto: i64) -> Vec<(String, String)> {
+        let mut keys: Vec<(String, String)> = self
+            .read()
+            .iter()
+            .flat_map(|(store, keys)| {
+                keys.iter()
+                    .filter(|(_, e)| !e.merged && e.seq <= upto)
+                    .map(move |(key, _)| (store.clone(), key.clone()))
+            })
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The entries of `keys` (from [`Self::round`]) that are still to copy: not written
+    /// again since, past `upto`.
+    pub fn to_copy(&self, keys: &[(String, String)], upto: i64) -> Vec<(String, String, Entry)> {
         let entries = self.read();
-        let mut out = Vec::new();
-        let stores = match after {
-            Some((s, _)) => entries.range::<str, _>((
-                std::ops::Bound::Included(s.as_str()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => entries.range::<str, _>(..),
-        };
-        for (store, keys) in stores {
-            let range = match after {
-                Some((s, k)) if s == store => keys.range::<str, _>((
-                    std::ops::Bound::Excluded(k.as_str()),
-                    std::ops::Bound::Unbounded,
-                )),
-                _ => keys.range::<str, _>(..),
-            };
-            for (key, e) in range {
-                if !e.merged && e.seq <= upto {
-                    out.push((store.clone(), key.clone(), e.clone()));
-                    if out.len() == n {
-                        return out;
-                    }
-                }
-            }
-        }
-        out
+        keys.iter()
+            .filter_map(|(store, key)| {
+                let e = entries.get(store)?.get(key)?;
+                (!e.merged && e.seq <= upto).then(|| (store.clone(), key.clone(), e.clone()))
+            })
+            .collect()
     }
 
     /// Notes entries copied to the table, unless written again since (a newer seq).
@@ -284,22 +276,23 @@ mod tests {
         let b = WriteBuffer::default();
         b.apply((1..=5).map(|i| change("s", &format!("k{i}"), i, Some(b"v"))).collect());
         b.apply(vec![change("t", "k0", 6, Some(b"v"))]);
-        // The round covers seq <= 5, in chunks of two, in key order.
-        let first = b.chunk(None, 5, 2);
-        let keys: Vec<_> = first.iter().map(|(_, k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["k1", "k2"]);
+        // The round covers seq <= 5, in key order; t/k0 has a seq past it.
+        let round = b.round(5);
+        let keys: Vec<_> = round.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2", "k3", "k4", "k5"]);
+        let first = b.to_copy(&round[..2], 5);
         b.merged(&first.iter().map(|(s, k, e)| (s.clone(), k.clone(), e.seq)).collect::<Vec<_>>());
-        // k2 is written again after its copy: the newer value stays for the next round.
-        b.apply(vec![change("s", "k2", 7, Some(b"new"))]);
-        let after = Some(("s".to_string(), "k2".to_string()));
-        let rest = b.chunk(after.as_ref(), 5, 10);
+        // k2 and k3 are written again: k2 after its copy (the newer value stays for the
+        // next round), k3 before (not copied in this round).
+        b.apply(vec![change("s", "k2", 7, Some(b"new")), change("s", "k3", 8, Some(b"new"))]);
+        let rest = b.to_copy(&round[2..], 5);
         let keys: Vec<_> = rest.iter().map(|(_, k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["k3", "k4", "k5"], "t/k0 has a seq past the round");
+        assert_eq!(keys, ["k4", "k5"]);
         assert!(!b.all_merged_upto(5));
         b.merged(&rest.iter().map(|(s, k, e)| (s.clone(), k.clone(), e.seq)).collect::<Vec<_>>());
         assert!(b.all_merged_upto(5));
         b.retire(5);
-        assert_eq!(b.len(), 2);
+        assert_eq!(b.len(), 3);
         assert_eq!(b.entry("s", "k2").unwrap().held, Held::Value(b"new".to_vec()));
         assert!(!b.entry("s", "k2").unwrap().merged);
         assert!(b.entry("t", "k0").is_some());
@@ -310,9 +303,9 @@ mod tests {
     fn a_copy_of_a_value_written_again_meanwhile_is_not_noted_as_merged() {
         let b = WriteBuffer::default();
         b.apply(vec![change("s", "k", 1, Some(b"old"))]);
-        let chunk = b.chunk(None, 1, 10);
+        let copied = b.to_copy(&b.round(1), 1);
         b.apply(vec![change("s", "k", 2, Some(b"new"))]);
-        b.merged(&[("s".into(), "k".into(), chunk[0].2.seq)]);
+        b.merged(&[("s".into(), "k".into(), copied[0].2.seq)]);
         assert!(!b.entry("s", "k").unwrap().merged);
         assert!(!b.all_merged_upto(2));
     }

@@ -901,15 +901,11 @@ impl Shared {
         let Some(buffer) = &self.buffer else {
             return Ok(upto);
         };
-        let mut after: Option<(String, String)> = None;
-        loop {
+        let round = buffer.round(upto);
+        for keys in round.chunks(MERGE_CHUNK) {
             // An entry written again after this read has a newer seq: the table gets
             // the older value now, and the newer one, which shadows it, next round.
-            let chunk = buffer.chunk(after.as_ref(), upto, MERGE_CHUNK);
-            let Some((store, key, _)) = chunk.last() else {
-                break;
-            };
-            after = Some((store.clone(), key.clone()));
+            let chunk = buffer.to_copy(keys, upto);
             let added = self.filter.hashes(
                 chunk
                     .iter()
