@@ -1161,8 +1161,19 @@ impl Routing<'_> {
             Some((_, Held::Value(v))) => Some(Some(v)),
             Some((_, Held::Deleted)) => Some(None),
             Some((seq, Held::Logged)) => Some(
-                c.prepare_cached(buffer::LOGGED_VALUE)?
-                    .query_row([seq], |r| r.get(0))?,
+                match c
+                    .prepare_cached(buffer::LOGGED_VALUE)?
+                    .query_row([seq], |r| r.get(0))
+                    .optional()?
+                {
+                    Some(value) => value,
+                    // Merged, and its log row retired (the entry goes next): the table
+                    // has the value.
+                    None => c
+                        .prepare_cached(SELECT)?
+                        .query_row(params![store, key], |r| r.get(0))
+                        .optional()?,
+                },
             ),
         })
     }
@@ -2307,6 +2318,24 @@ mod tests {
         assert_eq!(again.get("s", "changed").unwrap().as_deref(), Some(&b"4"[..]));
         assert_eq!(again.get("s", "late").unwrap().as_deref(), Some(&b"5"[..]));
         assert_eq!(log_rows(&again), 0, "merged at open");
+    }
+
+    #[test]
+    fn a_logged_value_whose_row_is_retired_is_read_from_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffering(&dir);
+        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        b.set("s", "k", b"v").unwrap();
+        b.set("s", "k", &big).unwrap();
+        let upto = b.shared.merge_chunks().unwrap();
+        // The end of a round: the log rows are deleted before the entries go.
+        lock(&b.shared.writer)
+            .execute(buffer::RETIRE, [0, upto])
+            .unwrap();
+        assert_eq!(buffered(&b), 1);
+        assert_eq!(b.get("s", "k").unwrap(), Some(big.clone()));
+        assert!(b.compare_and_swap("s", "k", Some(&big), b"new").unwrap());
+        assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"new"[..]));
     }
 
     #[test]
