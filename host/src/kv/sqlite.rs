@@ -401,6 +401,38 @@ impl SqliteBackend {
         result
     }
 
+    /// The value of a buffered key too big to keep in memory, from the log row of
+    /// `seq`. If that row is gone, the key was written again (its newer entry is read
+    /// instead) or merged and retired: `None`, the table has the value.
+    fn logged_value(
+        &self,
+        store: &str,
+        key: &str,
+        mut seq: i64,
+    ) -> Result<Option<Option<Vec<u8>>>, KvError> {
+        let Some(buffer) = &self.shared.buffer else {
+            return Ok(None);
+        };
+        loop {
+            let row: Option<Option<Vec<u8>>> = self.read(|c| {
+                c.prepare_cached(buffer::LOGGED_VALUE)?
+                    .query_row([seq], |r| r.get(0))
+                    .optional()
+            })?;
+            if row.is_some() {
+                return Ok(row);
+            }
+            match buffer.entry(store, key) {
+                Some(entry) if entry.seq != seq => match entry.held {
+                    Held::Value(v) => return Ok(Some(Some(v))),
+                    Held::Deleted => return Ok(Some(None)),
+                    Held::Logged => seq = entry.seq,
+                },
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// Values of `keys`, from the cache when it has them, else read (and kept).
     fn cached_values(&self, store: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let mut values = Vec::with_capacity(keys.len());
@@ -441,12 +473,7 @@ impl SqliteBackend {
             }
         }
         for (i, seq) in logged {
-            let in_log: Option<Option<Vec<u8>>> = self.read(|c| {
-                c.prepare_cached(buffer::LOGGED_VALUE)?
-                    .query_row([seq], |r| r.get(0))
-                    .optional()
-            })?;
-            match in_log {
+            match self.logged_value(store, &keys[i], seq)? {
                 Some(value) => values[i] = value,
                 // Merged and retired since: the table has it (read, not kept: no
                 // generation matches u64::MAX).
@@ -925,6 +952,10 @@ impl Shared {
                 };
             }
             tx.commit()?;
+            // The table's value changed: a read of it that overlapped this (it may have
+            // found an older copy) must not be kept, nor a value cached before.
+            self.cache
+                .written(chunk.iter().map(|(s, k, _)| (s.as_str(), k.as_str())));
             buffer.merged(
                 &chunk
                     .into_iter()
@@ -979,31 +1010,28 @@ const MERGE_LOGGED: &str = "INSERT INTO spin_key_value (store, key, value)
 /// At open: merges what a crash left in the write buffer's log into the table (the
 /// newest write of each key) and empties the log. Returns the log rows found.
 fn recover_buffer(conn: &Connection) -> rusqlite::Result<usize> {
-    let mut newest: std::collections::BTreeMap<(String, String), Option<Vec<u8>>> =
-        std::collections::BTreeMap::new();
-    let mut rows = 0;
-    {
-        let mut stmt =
-            conn.prepare("SELECT store, key, value FROM tiktok_edge_kv_buffer ORDER BY seq")?;
-        let mut log = stmt.query([])?;
-        while let Some(row) = log.next()? {
-            newest.insert((row.get(0)?, row.get(1)?), row.get(2)?);
-            rows += 1;
-        }
-    }
+    let rows: i64 = conn.query_row("SELECT count(*) FROM tiktok_edge_kv_buffer", [], |r| {
+        r.get(0)
+    })?;
     if rows == 0 {
         return Ok(0);
     }
+    // In SQL, so a log of big values is never held in memory at once.
     let tx = conn.unchecked_transaction()?;
-    for ((store, key), value) in &newest {
-        match value {
-            Some(v) => tx.prepare_cached(UPSERT)?.execute(params![store, key, v])?,
-            None => tx.prepare_cached(DELETE)?.execute(params![store, key])?,
-        };
-    }
-    tx.execute("DELETE FROM tiktok_edge_kv_buffer", [])?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE newest AS
+             SELECT store, key, value FROM tiktok_edge_kv_buffer
+             WHERE seq IN (SELECT max(seq) FROM tiktok_edge_kv_buffer GROUP BY store, key);
+         INSERT INTO spin_key_value (store, key, value)
+             SELECT store, key, value FROM newest WHERE value IS NOT NULL ORDER BY store, key
+             ON CONFLICT(store, key) DO UPDATE SET value = excluded.value;
+         DELETE FROM spin_key_value
+             WHERE (store, key) IN (SELECT store, key FROM newest WHERE value IS NULL);
+         DELETE FROM tiktok_edge_kv_buffer;
+         DROP TABLE newest;",
+    )?;
     tx.commit()?;
-    Ok(rows)
+    Ok(rows as usize)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1371,7 +1399,9 @@ impl KeyValueBackend for SqliteBackend {
         limit: usize,
     ) -> Result<KeyPage, KvError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        // The buffer first: an entry leaves it only once the table has it.
+        // The buffer first: an entry leaves it only once the table has it. A page is
+        // not one snapshot (nor were pages before): a key written or deleted while it is
+        // listed may or may not be in it.
         let buffered = match &self.shared.buffer {
             Some(buffer) => buffer.keys_after(store, cursor),
             None => Vec::new(),
@@ -2336,6 +2366,54 @@ mod tests {
         assert_eq!(b.get("s", "k").unwrap(), Some(big.clone()));
         assert!(b.compare_and_swap("s", "k", Some(&big), b"new").unwrap());
         assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn a_merge_drops_what_the_cache_read_from_the_table_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffering(&dir);
+        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        // One write puts the key in the table (too big to buffer) and then in the buffer.
+        b.set_many("s", &[("k".into(), big.clone()), ("k".into(), b"small".to_vec())])
+            .unwrap();
+        assert_eq!(in_table(&b, "k"), Some(big.clone()));
+        // A read that found the table's copy (a reader that missed the buffer just
+        // before the write) kept it.
+        let Cached::Miss(generation) = b.shared.cache.get("s", "k") else {
+            panic!("cached")
+        };
+        b.shared.cache.fill("s", "k", &big, generation);
+        b.shared.merge_round().unwrap();
+        assert_eq!(buffered(&b), 0);
+        assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"small"[..]));
+    }
+
+    #[test]
+    fn a_logged_value_written_again_is_read_from_its_newer_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffering(&dir);
+        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        b.set("s", "k", b"v").unwrap();
+        b.set("s", "k", &big).unwrap();
+        let old = b.shared.buffer.as_ref().unwrap().entry("s", "k").unwrap().seq;
+        // A reader took that entry; then the key was written again and the old row
+        // retired before the reader read it.
+        b.set("s", "k", b"newer").unwrap();
+        lock(&b.shared.writer)
+            .execute(buffer::RETIRE, [old, old])
+            .unwrap();
+        assert_eq!(
+            b.logged_value("s", "k", old).unwrap(),
+            Some(Some(b"newer".to_vec()))
+        );
+        b.set("s", "k", &big).unwrap();
+        let newer = b.shared.buffer.as_ref().unwrap().entry("s", "k").unwrap().seq;
+        assert_eq!(b.logged_value("s", "k", old).unwrap(), Some(Some(big)));
+        // Same seq, row gone: merged and retired, the table has it.
+        lock(&b.shared.writer)
+            .execute(buffer::RETIRE, [newer, newer])
+            .unwrap();
+        assert_eq!(b.logged_value("s", "k", newer).unwrap(), None);
     }
 
     #[test]
