@@ -85,6 +85,10 @@ const MERGE_INTERVAL: Duration = Duration::from_secs(1);
 /// events had p99 10 ms against 6.6 ms. Keys share pages as much in small chunks: that
 /// depends on how many keys a round has, not a chunk.
 const MERGE_CHUNK: usize = 256;
+/// The merger's pause between two chunks, so the group commits waiting for the
+/// writer's lock get it (a mutex is not fair: a thread that releases it and takes it
+/// again at once mostly wins).
+const MERGE_PAUSE: Duration = Duration::from_micros(500);
 /// Log rows one transaction deletes at the end of a merge round.
 const RETIRE_CHUNK: i64 = 4096;
 /// Least time between two builds of the key filter, so a filter that fills quickly
@@ -965,6 +969,7 @@ impl Shared {
             drop(writer);
             lock(&self.checkpoints).commits += 1;
             self.checkpoint_wake.notify_one();
+            std::thread::sleep(MERGE_PAUSE);
         }
         Ok(upto)
     }
