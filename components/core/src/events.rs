@@ -95,10 +95,24 @@ const MAX_STRING: usize = 1024;
 const MAX_URL: usize = 2048;
 const MAX_CONTENTS: usize = 200;
 
+/// Whether `s` has more than `max` characters (a string of at most `max` bytes has
+/// not; most are, and need no count).
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
+/// The first `max` characters of `s`.
+fn first_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
 fn string(v: &Value, field: &str, max: usize) -> Result<Option<String>, Rejection> {
     match v {
         Value::Null => Ok(None),
-        Value::String(s) if s.chars().count() > max => {
+        Value::String(s) if longer_than(s, max) => {
             Err(reject(field, format!("must be at most {max} characters")))
         }
         Value::String(s) if s.is_empty() => Ok(None),
@@ -196,7 +210,7 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
     let name = match get("event") {
         Value::Null => return Err(reject("event", "is required")),
         Value::String(s) if s.is_empty() => return Err(reject("event", "is required")),
-        Value::String(s) if s.chars().count() > 100 => {
+        Value::String(s) if longer_than(s, 100) => {
             return Err(reject("event", "must be at most 100 characters"));
         }
         Value::String(s) => s.clone(),
@@ -320,7 +334,7 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
             .transpose()?,
     };
     let user_agent = match &ctx.user_agent {
-        Some(ua) => Some(ua.chars().take(MAX_STRING).collect::<String>()),
+        Some(ua) => Some(first_chars(ua, MAX_STRING).to_string()),
         None => from_body("user_agent", MAX_STRING)?,
     };
     put(&mut user, "ip", ip);
@@ -455,6 +469,39 @@ mod tests {
 
     fn refused(v: Value) -> Rejection {
         prepare(&v, &Rules::default(), &ctx()).unwrap_err()
+    }
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        let e = "é".repeat(100);
+        assert!(!longer_than(&e, 100), "200 bytes, 100 characters");
+        assert!(longer_than(&format!("{e}a"), 100));
+        assert_eq!(first_chars(&e, 3), "ééé");
+        assert_eq!(first_chars("ab", 3), "ab");
+        let ua = format!("Mozilla/{}", "ü".repeat(MAX_STRING));
+        let long = Context {
+            user_agent: Some(ua.clone()),
+            ..ctx()
+        };
+        let out = prepare(
+            &json!({"event": "Lead", "event_id": "1"}),
+            &Rules::default(),
+            &long,
+        )
+        .unwrap();
+        let kept = out["user"]["user_agent"].as_str().unwrap();
+        assert_eq!(kept.chars().count(), MAX_STRING);
+        assert!(ua.starts_with(kept));
+        assert_eq!(
+            refused(json!({"event": "é".repeat(101), "event_id": "1"})).reason,
+            "must be at most 100 characters"
+        );
+        assert!(prepare(
+            &json!({"event": "é".repeat(100), "event_id": "1"}),
+            &Rules::default(),
+            &ctx()
+        )
+        .is_err_and(|r| r.reason != "must be at most 100 characters"));
     }
 
     #[test]
