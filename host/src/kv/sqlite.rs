@@ -2247,6 +2247,11 @@ mod tests {
         b.shared.buffer.as_ref().unwrap().len()
     }
 
+    /// A value the buffer keeps in its log row, not in memory.
+    fn too_big_to_hold() -> Vec<u8> {
+        vec![b'x'; buffer::MAX_HELD_VALUE + 1]
+    }
+
     /// As a killed process leaves it: no merge at close.
     fn crash(b: SqliteBackend) {
         lock(&b.shared.merges).merge_at_close = false;
@@ -2262,7 +2267,7 @@ mod tests {
         let marks: Vec<(String, Vec<u8>)> = (0..100)
             .map(|i| (format!("m{i:03}"), i.to_string().into_bytes()))
             .collect();
-        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        let big = too_big_to_hold();
         let mut pairs = marks.clone();
         pairs.push(("big".into(), big.clone()));
         b.set_many("s", &pairs).unwrap();
@@ -2359,7 +2364,7 @@ mod tests {
     fn a_logged_value_whose_row_is_retired_is_read_from_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let b = buffering(&dir);
-        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        let big = too_big_to_hold();
         b.set("s", "k", b"v").unwrap();
         b.set("s", "k", &big).unwrap();
         let upto = b.shared.merge_chunks().unwrap();
@@ -2377,7 +2382,7 @@ mod tests {
     fn a_merge_drops_what_the_cache_read_from_the_table_before() {
         let dir = tempfile::tempdir().unwrap();
         let b = buffering(&dir);
-        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        let big = too_big_to_hold();
         // One write puts the key in the table (too big to buffer) and then in the buffer.
         b.set_many("s", &[("k".into(), big.clone()), ("k".into(), b"small".to_vec())])
             .unwrap();
@@ -2397,7 +2402,7 @@ mod tests {
     fn a_logged_value_written_again_is_read_from_its_newer_entry() {
         let dir = tempfile::tempdir().unwrap();
         let b = buffering(&dir);
-        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        let big = too_big_to_hold();
         b.set("s", "k", b"v").unwrap();
         b.set("s", "k", &big).unwrap();
         let old = b.shared.buffer.as_ref().unwrap().entry("s", "k").unwrap().seq;
@@ -2445,7 +2450,7 @@ mod tests {
     fn list_keys_pages_merge_the_buffer_with_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let b = buffering(&dir);
-        let big = vec![b'x'; buffer::MAX_HELD_VALUE + 1];
+        let big = too_big_to_hold();
         // Even keys in the table (big values are not buffered), odd ones buffered.
         for i in (0..40).step_by(2) {
             b.set("s", &format!("k{i:02}"), &big).unwrap();
