@@ -496,12 +496,14 @@ mod tests {
             refused(json!({"event": "é".repeat(101), "event_id": "1"})).reason,
             "must be at most 100 characters"
         );
-        assert!(prepare(
-            &json!({"event": "é".repeat(100), "event_id": "1"}),
-            &Rules::default(),
-            &ctx()
-        )
-        .is_err_and(|r| r.reason != "must be at most 100 characters"));
+        assert!(
+            prepare(
+                &json!({"event": "é".repeat(100), "event_id": "1"}),
+                &Rules::default(),
+                &ctx()
+            )
+            .is_err_and(|r| r.reason != "must be at most 100 characters")
+        );
     }
 
     #[test]

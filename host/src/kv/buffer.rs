@@ -274,26 +274,46 @@ mod tests {
     #[test]
     fn a_round_retires_only_what_it_merged() {
         let b = WriteBuffer::default();
-        b.apply((1..=5).map(|i| change("s", &format!("k{i}"), i, Some(b"v"))).collect());
+        b.apply(
+            (1..=5)
+                .map(|i| change("s", &format!("k{i}"), i, Some(b"v")))
+                .collect(),
+        );
         b.apply(vec![change("t", "k0", 6, Some(b"v"))]);
         // The round covers seq <= 5, in key order; t/k0 has a seq past it.
         let round = b.round(5);
         let keys: Vec<_> = round.iter().map(|(_, k)| k.as_str()).collect();
         assert_eq!(keys, ["k1", "k2", "k3", "k4", "k5"]);
         let first = b.to_copy(&round[..2], 5);
-        b.merged(&first.iter().map(|(s, k, e)| (s.clone(), k.clone(), e.seq)).collect::<Vec<_>>());
+        b.merged(
+            &first
+                .iter()
+                .map(|(s, k, e)| (s.clone(), k.clone(), e.seq))
+                .collect::<Vec<_>>(),
+        );
         // k2 and k3 are written again: k2 after its copy (the newer value stays for the
         // next round), k3 before (not copied in this round).
-        b.apply(vec![change("s", "k2", 7, Some(b"new")), change("s", "k3", 8, Some(b"new"))]);
+        b.apply(vec![
+            change("s", "k2", 7, Some(b"new")),
+            change("s", "k3", 8, Some(b"new")),
+        ]);
         let rest = b.to_copy(&round[2..], 5);
         let keys: Vec<_> = rest.iter().map(|(_, k, _)| k.as_str()).collect();
         assert_eq!(keys, ["k4", "k5"]);
         assert!(!b.all_merged_upto(5));
-        b.merged(&rest.iter().map(|(s, k, e)| (s.clone(), k.clone(), e.seq)).collect::<Vec<_>>());
+        b.merged(
+            &rest
+                .iter()
+                .map(|(s, k, e)| (s.clone(), k.clone(), e.seq))
+                .collect::<Vec<_>>(),
+        );
         assert!(b.all_merged_upto(5));
         b.retire(5);
         assert_eq!(b.len(), 3);
-        assert_eq!(b.entry("s", "k2").unwrap().held, Held::Value(b"new".to_vec()));
+        assert_eq!(
+            b.entry("s", "k2").unwrap().held,
+            Held::Value(b"new".to_vec())
+        );
         assert!(!b.entry("s", "k2").unwrap().merged);
         assert!(b.entry("t", "k0").is_some());
         assert!(b.entry("s", "k1").is_none());

@@ -39,8 +39,8 @@ use super::cache::{Cached, ValueCache};
 use super::filter::{Bloom, KeyFilter, Presence};
 use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -351,9 +351,7 @@ impl SqliteBackend {
                 let thread = std::thread::Builder::new()
                     .name("kv-merge".into())
                     .spawn(move || shared.merge_until_closed())
-                    .map_err(|e| {
-                        KvError::Backend(format!("cannot start the merge thread: {e}"))
-                    })?;
+                    .map_err(|e| KvError::Backend(format!("cannot start the merge thread: {e}")))?;
                 Some(thread)
             }
             _ => None,
@@ -1091,24 +1089,25 @@ impl Shared {
     /// Applies a group in one transaction. If SQLite fails on one of them (a full disk,
     /// say) none is committed, and each is then tried alone so it gets its own answer.
     /// `new`: [`Self::new_keys`] of the group's added keys, in order.
-    fn commit_group(
-        &self,
-        conn: &mut Connection,
-        group: &[Queued],
-        new: &[bool],
-    ) -> Vec<Result<Written, KvError>> {
+    fn commit_group(&self, conn: &mut Connection, group: &[Queued], new: &[bool]) -> Answers {
         let flags = |i: usize| {
             let start: usize = group[..i].iter().map(|w| w.op.added_keys().count()).sum();
             &new[start..start + group[i].op.added_keys().count()]
         };
-        let mut together = || -> rusqlite::Result<(Vec<Result<Written, KvError>>, Vec<Change>)> {
+        let mut together = || -> rusqlite::Result<(Answers, Vec<Change>)> {
             let tx = conn.transaction()?;
             let mut routing = self.routing();
             let mut start = 0;
             let mut results = Vec::with_capacity(group.len());
             for w in group {
                 let n = w.op.added_keys().count();
-                results.push(apply(&tx, &mut routing, &w.store, &w.op, &new[start..start + n])?);
+                results.push(apply(
+                    &tx,
+                    &mut routing,
+                    &w.store,
+                    &w.op,
+                    &new[start..start + n],
+                )?);
                 start += n;
             }
             tx.commit()?;
@@ -1158,6 +1157,9 @@ impl Shared {
         }
     }
 }
+
+/// Each write's answer, in order.
+type Answers = Vec<Result<Written, KvError>>;
 
 /// Where a transaction's writes go: the table, or the write buffer ([`super::buffer`]).
 struct Routing<'a> {
@@ -1383,7 +1385,12 @@ impl KeyValueBackend for SqliteBackend {
 
     fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
         check_key(key)?;
-        if let Some(entry) = self.shared.buffer.as_ref().and_then(|b| b.entry(store, key)) {
+        if let Some(entry) = self
+            .shared
+            .buffer
+            .as_ref()
+            .and_then(|b| b.entry(store, key))
+        {
             return Ok(entry.held != Held::Deleted);
         }
         if let Some(filter) = self.shared.filter.lookup()
@@ -2239,7 +2246,9 @@ mod tests {
 
     fn log_rows(b: &SqliteBackend) -> i64 {
         lock(&b.shared.writer)
-            .query_row("SELECT count(*) FROM tiktok_edge_kv_buffer", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM tiktok_edge_kv_buffer", [], |r| {
+                r.get(0)
+            })
             .unwrap()
     }
 
@@ -2280,22 +2289,44 @@ mod tests {
             assert_eq!(b.get("s", k).unwrap().as_ref(), Some(v), "{k}");
         }
         assert!(b.exists("s", "m042").unwrap());
-        let many = b.get_many("s", &["m001".into(), "none".into(), "old".into()]).unwrap();
+        let many = b
+            .get_many("s", &["m001".into(), "none".into(), "old".into()])
+            .unwrap();
         assert_eq!(many[0].1.as_deref(), Some(&b"1"[..]));
-        assert_eq!((many[1].1.as_deref(), many[2].1.as_deref()), (None, Some(&b"in the table"[..])));
+        assert_eq!(
+            (many[1].1.as_deref(), many[2].1.as_deref()),
+            (None, Some(&b"in the table"[..]))
+        );
 
         // Every kind of write to a buffered key goes through the buffer.
         b.set("s", "n", &1i64.to_le_bytes()).unwrap();
         assert_eq!(b.increment("s", "n", 2).unwrap(), 3);
-        assert!(!b.compare_and_swap("s", "m001", Some(b"nope"), b"x").unwrap());
-        assert!(b.compare_and_swap("s", "m001", Some(b"1"), b"swapped").unwrap());
+        assert!(
+            !b.compare_and_swap("s", "m001", Some(b"nope"), b"x")
+                .unwrap()
+        );
+        assert!(
+            b.compare_and_swap("s", "m001", Some(b"1"), b"swapped")
+                .unwrap()
+        );
         b.delete("s", "m002").unwrap();
         b.delete_many("s", &["m003".into()]).unwrap();
         b.set("s", "m004", &big).unwrap();
         assert_eq!(in_table(&b, "n"), None, "a buffered counter stays buffered");
-        assert_eq!(in_table(&b, "m004"), None, "a big value on a buffered key is logged");
-        assert_eq!(b.get("s", "m004").unwrap(), Some(big.clone()), "read from its log row");
-        assert_eq!(b.get("s", "m001").unwrap().as_deref(), Some(&b"swapped"[..]));
+        assert_eq!(
+            in_table(&b, "m004"),
+            None,
+            "a big value on a buffered key is logged"
+        );
+        assert_eq!(
+            b.get("s", "m004").unwrap(),
+            Some(big.clone()),
+            "read from its log row"
+        );
+        assert_eq!(
+            b.get("s", "m001").unwrap().as_deref(),
+            Some(&b"swapped"[..])
+        );
         assert_eq!(b.get("s", "m002").unwrap(), None);
         assert!(!b.exists("s", "m003").unwrap());
         let listed = b.list_keys("s", None, MAX_PAGE).unwrap().keys;
@@ -2324,7 +2355,13 @@ mod tests {
             b.write("s", set("a", b"1")),
             b.write("s", set("a", b"2")),
             b.write("s", Write::DeleteMany(vec!["b".into()])),
-            b.write("s", Write::SetMany(vec![("b".into(), b"3".to_vec()), ("c".into(), b"4".to_vec())])),
+            b.write(
+                "s",
+                Write::SetMany(vec![
+                    ("b".into(), b"3".to_vec()),
+                    ("c".into(), b"4".to_vec()),
+                ]),
+            ),
         ];
         for answer in futures::future::join_all(writes).await {
             answer.unwrap();
@@ -2355,7 +2392,10 @@ mod tests {
         let again = SqliteBackend::open(&dir.path().join("kv.sqlite")).unwrap();
         assert_eq!(again.get("s", "kept").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(again.get("s", "gone").unwrap(), None);
-        assert_eq!(again.get("s", "changed").unwrap().as_deref(), Some(&b"4"[..]));
+        assert_eq!(
+            again.get("s", "changed").unwrap().as_deref(),
+            Some(&b"4"[..])
+        );
         assert_eq!(again.get("s", "late").unwrap().as_deref(), Some(&b"5"[..]));
         assert_eq!(log_rows(&again), 0, "merged at open");
     }
@@ -2384,8 +2424,11 @@ mod tests {
         let b = buffering(&dir);
         let big = too_big_to_hold();
         // One write puts the key in the table (too big to buffer) and then in the buffer.
-        b.set_many("s", &[("k".into(), big.clone()), ("k".into(), b"small".to_vec())])
-            .unwrap();
+        b.set_many(
+            "s",
+            &[("k".into(), big.clone()), ("k".into(), b"small".to_vec())],
+        )
+        .unwrap();
         assert_eq!(in_table(&b, "k"), Some(big.clone()));
         // A read that found the table's copy (a reader that missed the buffer just
         // before the write) kept it.
@@ -2405,7 +2448,14 @@ mod tests {
         let big = too_big_to_hold();
         b.set("s", "k", b"v").unwrap();
         b.set("s", "k", &big).unwrap();
-        let old = b.shared.buffer.as_ref().unwrap().entry("s", "k").unwrap().seq;
+        let old = b
+            .shared
+            .buffer
+            .as_ref()
+            .unwrap()
+            .entry("s", "k")
+            .unwrap()
+            .seq;
         // A reader took that entry; then the key was written again and the old row
         // retired before the reader read it.
         b.set("s", "k", b"newer").unwrap();
@@ -2417,7 +2467,14 @@ mod tests {
             Some(Some(b"newer".to_vec()))
         );
         b.set("s", "k", &big).unwrap();
-        let newer = b.shared.buffer.as_ref().unwrap().entry("s", "k").unwrap().seq;
+        let newer = b
+            .shared
+            .buffer
+            .as_ref()
+            .unwrap()
+            .entry("s", "k")
+            .unwrap()
+            .seq;
         assert_eq!(b.logged_value("s", "k", old).unwrap(), Some(Some(big)));
         // Same seq, row gone: merged and retired, the table has it.
         lock(&b.shared.writer)
@@ -2505,7 +2562,10 @@ mod tests {
             .collect();
         b.set_many("s", &pairs).unwrap();
         assert_eq!(buffered(&b), buffer::MAX_ENTRIES);
-        assert_eq!(in_table(&b, &format!("m{}", buffer::MAX_ENTRIES + 9)).as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            in_table(&b, &format!("m{}", buffer::MAX_ENTRIES + 9)).as_deref(),
+            Some(&b"v"[..])
+        );
         assert_eq!(b.get("s", "m0").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }
