@@ -10,15 +10,22 @@
 //! (`tiktok_edge_kv_buffer`, in seq order: a few new pages per commit, whatever the
 //! keys) and kept here in memory, where reads find it first. A merger thread later moves
 //! the buffered keys into `spin_key_value` **in key order**, a chunk at a time, so each
-//! page it touches takes many keys at once.
+//! page it touches takes many keys at once. Measured against the table alone
+//! (alternating 5 s runs): 50-event batches 993/997 -> 1,426/1,414 req/s, single events
+//! 18.9/19.0k -> 22.2/22.4k req/s. The gain shrinks as the table grows far past what one
+//! round holds (keys then share fewer pages), and it costs up to MAX_ENTRIES entries of
+//! memory.
 //!
 //! Rules that keep every answer right:
 //! - once a key is buffered, every write to it goes through the buffer (and the log)
 //!   until it is retired, so the buffer always holds its newest value;
-//! - a merge round copies every entry up to a seq, then deletes those log rows and
-//!   retires those entries in one step; an entry rewritten meanwhile has a newer seq and
-//!   stays. Until retired, an entry shadows the table, and a crash before the retirement
-//!   replays log rows whose newest value per key is still right;
+//! - a merge round copies every entry up to a seq, then deletes those log rows (oldest
+//!   first, in short transactions) and only then retires those entries; an entry
+//!   rewritten meanwhile has a newer seq and stays. Until retired, an entry shadows the
+//!   table, and a crash before the retirement replays what is left of the log, whose
+//!   newest row per key is still right;
+//! - a merge drops the cached values of the keys it writes, so a read that found an
+//!   older copy in the table is not served once the entry is retired;
 //! - at open, what a crash left in the log is merged before anything else runs, and at
 //!   close everything is merged, so a data file at rest is Spin's layout alone.
 

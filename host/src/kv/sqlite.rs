@@ -906,7 +906,7 @@ impl Shared {
 
     /// Copies every write buffered so far into the table, a chunk of keys in key order
     /// per transaction (group commits run in between), then deletes their log rows and
-    /// retires them in one step (see [`super::buffer`] for why no write is lost).
+    /// retires them (see [`super::buffer`] for why no write is lost).
     fn merge_round(&self) -> rusqlite::Result<()> {
         let started = Instant::now();
         let keys = self.buffer.as_ref().map_or(0, WriteBuffer::len);
@@ -1249,6 +1249,9 @@ impl Routing<'_> {
     }
 
     /// `new`: the key is certainly not stored (nor buffered) before this transaction.
+    /// A stale `true` (a group retried write by write, or a key written twice in one
+    /// group) only puts a key in both places, which is harmless: the buffer shadows the
+    /// table, and the merge overwrites it (dropping any cached copy).
     fn set(
         &mut self,
         c: &Connection,
