@@ -2571,4 +2571,121 @@ mod tests {
         );
         assert_eq!(b.get("s", "m0").unwrap().as_deref(), Some(&b"v"[..]));
     }
+
+    /// Writers on their own keys, each checking every answer against a model of them,
+    /// while merge rounds and key filter rebuilds run; then a crash and a reopen.
+    #[test]
+    fn writers_agree_with_a_model_through_merges_rebuilds_and_a_crash() {
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(buffering(&dir));
+        let stop = Arc::new(AtomicBool::new(false));
+        let background = {
+            let (b, stop) = (b.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut rounds, mut most_buffered) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    most_buffered = most_buffered.max(buffered(&b));
+                    b.shared.merge_round().unwrap();
+                    if rounds % 4 == 0 {
+                        build_filter(&b, &mut || {});
+                    }
+                    rounds += 1;
+                }
+                (rounds, most_buffered)
+            })
+        };
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(t);
+                    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                    let prefix = format!("w{t}/");
+                    for step in 0..1500 {
+                        let key = format!("{prefix}{:02}", rng.usize(..40));
+                        let value = match rng.u8(..4) {
+                            0 => too_big_to_hold(),
+                            _ => format!("{step}").into_bytes(),
+                        };
+                        let op = match rng.u8(..6) {
+                            0 => Write::Delete { key: key.clone() },
+                            1 => Write::DeleteMany(vec![key.clone()]),
+                            2 => Write::SetMany(vec![(key.clone(), value.clone())]),
+                            3 if model.get(&key).is_none_or(|v| v.len() == 8) => {
+                                Write::Increment {
+                                    key: key.clone(),
+                                    delta: 3,
+                                }
+                            }
+                            4 => Write::CompareAndSwap {
+                                key: key.clone(),
+                                expected: model.get(&key).cloned(),
+                                new: value.clone(),
+                            },
+                            _ => Write::Set {
+                                key: key.clone(),
+                                value: value.clone(),
+                            },
+                        };
+                        let answer = if step % 2 == 0 {
+                            b.run("s", &op).unwrap()
+                        } else {
+                            futures::executor::block_on(b.write("s", op.clone())).unwrap()
+                        };
+                        match &op {
+                            Write::Delete { .. } | Write::DeleteMany(_) => {
+                                model.remove(&key);
+                            }
+                            Write::Increment { delta, .. } => {
+                                let n = model
+                                    .get(&key)
+                                    .map_or(0, |v| i64::from_le_bytes(v[..].try_into().unwrap()))
+                                    + delta;
+                                assert_eq!(answer, Written::Counter(n), "{key}");
+                                model.insert(key.clone(), n.to_le_bytes().to_vec());
+                            }
+                            Write::CompareAndSwap { new, .. } => {
+                                assert_eq!(answer, Written::Swapped(true), "{key}");
+                                model.insert(key.clone(), new.clone());
+                            }
+                            _ => {
+                                model.insert(key.clone(), value);
+                            }
+                        }
+                        assert_eq!(b.get("s", &key).unwrap(), model.get(&key).cloned(), "{key} at {step}");
+                        assert_eq!(b.exists("s", &key).unwrap(), model.contains_key(&key));
+                        if step % 50 == 0 {
+                            let listed: Vec<String> = b
+                                .list_keys("s", Some(&format!("w{t}")), MAX_PAGE)
+                                .unwrap()
+                                .keys
+                                .into_iter()
+                                .filter(|k| k.starts_with(&prefix))
+                                .collect();
+                            assert_eq!(listed, model.keys().cloned().collect::<Vec<_>>());
+                            let keys: Vec<String> = model.keys().cloned().collect();
+                            let many = b.get_many("s", &keys).unwrap();
+                            assert!(many.iter().all(|(k, v)| v.as_ref() == model.get(k)));
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let models: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        let (rounds, most_buffered) = background.join().unwrap();
+        assert!(rounds > 1 && most_buffered > 0, "{rounds} rounds, {most_buffered}");
+        crash(Arc::into_inner(b).unwrap());
+        let again = SqliteBackend::open(&dir.path().join("kv.sqlite")).unwrap();
+        let total: usize = models.iter().map(BTreeMap::len).sum();
+        for model in models {
+            for (k, v) in &model {
+                assert_eq!(again.get("s", k).unwrap().as_ref(), Some(v), "{k}");
+            }
+        }
+        let stored = again.list_keys("s", None, MAX_PAGE).unwrap().keys;
+        assert_eq!(stored.len(), total, "no deleted key came back");
+    }
 }
