@@ -173,10 +173,6 @@ fn hashed(
 }
 
 /// The `ttclid` query parameter of a page URL.
-pub fn ttclid_from_url(page_url: &str) -> Option<String> {
-    ttclid_of(&url::Url::parse(page_url).ok()?)
-}
-
 fn ttclid_of(url: &url::Url) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == "ttclid")
