@@ -159,11 +159,25 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HostState>, result: Result<()>) {
-        if let Err(e) = result {
-            tracing::warn!(component = %self.component, error = %format!("{e:#}"), "instance ended with an error");
+        match result {
+            Ok(()) => {}
+            Err(e) if stopped_unfinished(&e, std::thread::panicking()) => {
+                tracing::debug!(component = %self.component, "instance stopped with the runtime");
+            }
+            Err(e) => {
+                tracing::warn!(component = %self.component, error = %format!("{e:#}"), "instance ended with an error");
+            }
         }
         drop(store);
     }
+}
+
+/// Whether an instance's worker was dropped before it finished with no panic under way:
+/// the runtime stopping (a shutdown) while the instance idled between reused requests.
+/// wasmtime-wasi-http's handler reports any such drop as "worker panicked", which then
+/// read as a crash in the logs of every stop.
+fn stopped_unfinished(error: &wasmtime::Error, panicking: bool) -> bool {
+    !panicking && error.to_string() == "worker panicked"
 }
 
 /// Ends an instance that idles too long or whose requests outlive the timeout (the second
@@ -194,5 +208,24 @@ impl WorkerExpiration for Expiration {
             me.sleep.as_mut().reset(deadline);
         }
         me.sleep.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_dropped_at_shutdown_is_not_reported_as_a_crash() {
+        let dropped = wasmtime::format_err!("worker panicked");
+        assert!(stopped_unfinished(&dropped, false));
+        assert!(
+            !stopped_unfinished(&dropped, true),
+            "a real panic unwinding is still one"
+        );
+        assert!(!stopped_unfinished(
+            &wasmtime::format_err!("guest trapped: unreachable"),
+            false
+        ));
     }
 }
