@@ -2612,12 +2612,10 @@ mod tests {
                             0 => Write::Delete { key: key.clone() },
                             1 => Write::DeleteMany(vec![key.clone()]),
                             2 => Write::SetMany(vec![(key.clone(), value.clone())]),
-                            3 if model.get(&key).is_none_or(|v| v.len() == 8) => {
-                                Write::Increment {
-                                    key: key.clone(),
-                                    delta: 3,
-                                }
-                            }
+                            3 if model.get(&key).is_none_or(|v| v.len() == 8) => Write::Increment {
+                                key: key.clone(),
+                                delta: 3,
+                            },
                             4 => Write::CompareAndSwap {
                                 key: key.clone(),
                                 expected: model.get(&key).cloned(),
@@ -2653,7 +2651,11 @@ mod tests {
                                 model.insert(key.clone(), value);
                             }
                         }
-                        assert_eq!(b.get("s", &key).unwrap(), model.get(&key).cloned(), "{key} at {step}");
+                        assert_eq!(
+                            b.get("s", &key).unwrap(),
+                            model.get(&key).cloned(),
+                            "{key} at {step}"
+                        );
                         assert_eq!(b.exists("s", &key).unwrap(), model.contains_key(&key));
                         if step % 50 == 0 {
                             let listed: Vec<String> = b
@@ -2676,7 +2678,10 @@ mod tests {
         let models: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
         let (rounds, most_buffered) = background.join().unwrap();
-        assert!(rounds > 1 && most_buffered > 0, "{rounds} rounds, {most_buffered}");
+        assert!(
+            rounds > 1 && most_buffered > 0,
+            "{rounds} rounds, {most_buffered}"
+        );
         crash(Arc::into_inner(b).unwrap());
         let again = SqliteBackend::open(&dir.path().join("kv.sqlite")).unwrap();
         let total: usize = models.iter().map(BTreeMap::len).sum();
