@@ -208,6 +208,12 @@ impl KeyFilter {
         self.lock().recorded = None;
     }
 
+    /// Whether commits record their keys for a build under way.
+    #[cfg(test)]
+    pub fn recording(&self) -> bool {
+        self.lock().recorded.is_some()
+    }
+
     /// Stops filtering (a store too big to filter): every lookup goes to SQLite.
     pub fn disable(&self) {
         let mut state = self.lock();

@@ -736,7 +736,7 @@ impl Shared {
             }
             let started = Instant::now();
             next_build = started + MIN_BUILD_INTERVAL;
-            match self.build_filter(&conn, MAX_FILTERED_KEYS, &mut || {}) {
+            match self.build_filter_guarded(&conn, MAX_FILTERED_KEYS, &mut || {}) {
                 Ok(Built::Filter { keys, bytes }) => tracing::debug!(
                     keys,
                     bytes,
@@ -754,12 +754,32 @@ impl Shared {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "building the key filter failed");
-                    self.filter.abandon_build();
                     next_build = started + UNFILTERED_RETRY;
                     lock(&self.builds).wanted = true;
                 }
             }
         }
+    }
+
+    /// [`Self::build_filter`], with a failure or a panic giving the build up: else the
+    /// keys commits record for it would grow until the next build, and a panic would
+    /// end the builder thread.
+    fn build_filter_guarded(
+        &self,
+        conn: &Connection,
+        max_keys: usize,
+        scanned: &mut dyn FnMut(),
+    ) -> Result<Built, String> {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.build_filter(conn, max_keys, scanned)
+        }));
+        let failure = match built {
+            Ok(Ok(built)) => return Ok(built),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the build panicked".to_string(),
+        };
+        self.filter.abandon_build();
+        Err(failure)
     }
 
     /// Builds the key filter from a scan on `conn` and puts it in use (see
@@ -881,7 +901,13 @@ impl Shared {
                     }
                 }
             }
-            if let Err(e) = self.merge_round() {
+            // A panic too: the merger must go on (no write is lost meanwhile, but the
+            // buffer would fill and stay full).
+            let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.merge_round().map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the merge round panicked".into()));
+            if let Err(e) = merged {
                 // The log keeps every write; the next round tries again.
                 tracing::warn!(error = %e, "merging buffered writes into the table failed");
                 std::thread::sleep(MERGE_INTERVAL);
@@ -2692,5 +2718,26 @@ mod tests {
         }
         let stored = again.list_keys("s", None, MAX_PAGE).unwrap().keys;
         assert_eq!(stored.len(), total, "no deleted key came back");
+    }
+
+    #[test]
+    fn a_filter_build_that_panics_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = unfiltered(&dir);
+        b.set("s", "k", b"v").unwrap();
+        let conn = open_reader(b.shared.path.as_ref().unwrap()).unwrap();
+        let failed = b
+            .shared
+            .build_filter_guarded(&conn, MAX_FILTERED_KEYS, &mut || panic!("a test panic"));
+        assert_eq!(failed.err().as_deref(), Some("the build panicked"));
+        assert!(!b.shared.filter.recording(), "commits stopped recording");
+        assert!(b.shared.filter.lookup().is_none());
+        assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(matches!(
+            b.shared
+                .build_filter_guarded(&conn, MAX_FILTERED_KEYS, &mut || {}),
+            Ok(Built::Filter { .. })
+        ));
+        assert!(!absent_in_filter(&b, "s", "k"));
     }
 }
