@@ -132,6 +132,11 @@ impl WriteBuffer {
             .collect()
     }
 
+    /// Whether the key is buffered (a lookup that copies nothing).
+    pub fn contains(&self, store: &str, key: &str) -> bool {
+        !self.is_empty() && self.read().get(store).is_some_and(|s| s.contains_key(key))
+    }
+
     pub fn entry(&self, store: &str, key: &str) -> Option<Entry> {
         self.entries(store, std::iter::once(key)).pop().flatten()
     }

@@ -1116,26 +1116,24 @@ impl Shared {
     /// say) none is committed, and each is then tried alone so it gets its own answer.
     /// `new`: [`Self::new_keys`] of the group's added keys, in order.
     fn commit_group(&self, conn: &mut Connection, group: &[Queued], new: &[bool]) -> Answers {
-        let flags = |i: usize| {
-            let start: usize = group[..i].iter().map(|w| w.op.added_keys().count()).sum();
-            &new[start..start + group[i].op.added_keys().count()]
-        };
+        // Each write's share of `new`, split once for both paths.
+        let mut rest = new;
+        let flags: Vec<&[bool]> = group
+            .iter()
+            .map(|w| {
+                let (own, after) = rest.split_at(w.op.added_keys().count());
+                rest = after;
+                own
+            })
+            .collect();
         let mut together = || -> rusqlite::Result<(Answers, Vec<Change>)> {
             let tx = conn.transaction()?;
             let mut routing = self.routing();
-            let mut start = 0;
-            let mut results = Vec::with_capacity(group.len());
-            for w in group {
-                let n = w.op.added_keys().count();
-                results.push(apply(
-                    &tx,
-                    &mut routing,
-                    &w.store,
-                    &w.op,
-                    &new[start..start + n],
-                )?);
-                start += n;
-            }
+            let results = group
+                .iter()
+                .zip(&flags)
+                .map(|(w, new)| apply(&tx, &mut routing, &w.store, &w.op, new))
+                .collect::<rusqlite::Result<Answers>>()?;
             tx.commit()?;
             Ok((results, routing.changes))
         };
@@ -1148,8 +1146,8 @@ impl Shared {
                 tracing::warn!(error = %e, writes = group.len(), "group commit failed; committing its writes one by one");
                 group
                     .iter()
-                    .enumerate()
-                    .map(|(i, w)| self.run_alone(conn, &w.store, &w.op, flags(i)))
+                    .zip(&flags)
+                    .map(|(w, new)| self.run_alone(conn, &w.store, &w.op, new))
                     .collect()
             }
         }
@@ -1240,7 +1238,12 @@ impl Routing<'_> {
     }
 
     fn is_buffered(&self, store: &str, key: &str) -> bool {
-        self.buffered(store, key).is_some()
+        self.buffer.is_some_and(|b| {
+            self.pending
+                .get(store)
+                .is_some_and(|keys| keys.contains_key(key))
+                || b.contains(store, key)
+        })
     }
 
     /// Whether a new key's value may be buffered: small, and room left.
@@ -2290,6 +2293,17 @@ mod tests {
         vec![b'x'; buffer::MAX_HELD_VALUE + 1]
     }
 
+    /// The seq of a buffered key's newest write.
+    fn buffered_seq(b: &SqliteBackend, key: &str) -> i64 {
+        b.shared
+            .buffer
+            .as_ref()
+            .unwrap()
+            .entry("s", key)
+            .unwrap()
+            .seq
+    }
+
     /// As a killed process leaves it: no merge at close.
     fn crash(b: SqliteBackend) {
         lock(&b.shared.merges).merge_at_close = false;
@@ -2477,14 +2491,7 @@ mod tests {
         let big = too_big_to_hold();
         b.set("s", "k", b"v").unwrap();
         b.set("s", "k", &big).unwrap();
-        let old = b
-            .shared
-            .buffer
-            .as_ref()
-            .unwrap()
-            .entry("s", "k")
-            .unwrap()
-            .seq;
+        let old = buffered_seq(&b, "k");
         // A reader took that entry; then the key was written again and the old row
         // retired before the reader read it.
         b.set("s", "k", b"newer").unwrap();
@@ -2496,14 +2503,7 @@ mod tests {
             Some(Some(b"newer".to_vec()))
         );
         b.set("s", "k", &big).unwrap();
-        let newer = b
-            .shared
-            .buffer
-            .as_ref()
-            .unwrap()
-            .entry("s", "k")
-            .unwrap()
-            .seq;
+        let newer = buffered_seq(&b, "k");
         assert_eq!(b.logged_value("s", "k", old).unwrap(), Some(Some(big)));
         // Same seq, row gone: merged and retired, the table has it.
         lock(&b.shared.writer)
