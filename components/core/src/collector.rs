@@ -84,8 +84,7 @@ pub fn ingest(
         rejected: Vec::new(),
         event_ids: Vec::with_capacity(list.len()),
     };
-    let mut prepared: Vec<Value> = Vec::new();
-    let mut sightings: Vec<(String, String)> = Vec::new();
+    let mut prepared: Vec<events::Prepared> = Vec::with_capacity(list.len());
     for (index, raw) in list.iter().enumerate() {
         // Copied only to give an event without an id one ([`events::prepare`] takes the
         // fields it knows, so the rest, such as a body's `pixel_id`, are left behind).
@@ -107,12 +106,7 @@ pub fn ingest(
                 .map(str::to_string),
         );
         match events::prepare(&event, &rules, ctx) {
-            Ok(data) => {
-                let name = data["event"].as_str().unwrap_or_default().to_string();
-                let id = data["event_id"].as_str().unwrap_or_default().to_string();
-                sightings.push((name, id));
-                prepared.push(data);
-            }
+            Ok(data) => prepared.push(data),
             Err(r) => report.rejected.push(RejectedEvent {
                 index,
                 field: r.field,
@@ -120,8 +114,12 @@ pub fn ingest(
             }),
         }
     }
-    let sightings = queue.first_sightings(&sightings, env.now)?;
-    let mut accepted: Vec<QueuedEvent> = Vec::with_capacity(prepared.len());
+    let names: Vec<(&str, &str)> = prepared
+        .iter()
+        .map(|p| (p.event.as_str(), p.event_id.as_str()))
+        .collect();
+    let sightings = queue.first_sightings(&names, env.now)?;
+    let mut accepted = Vec::with_capacity(prepared.len());
     for (data, &new) in prepared.into_iter().zip(&sightings.fresh) {
         if new {
             accepted.push(QueuedEvent {

@@ -6,7 +6,8 @@
 //! fix its tag; one bad event never rejects its neighbours in a batch.
 
 use crate::pii::{self, PiiError};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// TikTok's standard web events (§3.5); any other name is a custom event.
 pub const STANDARD_EVENTS: &[&str] = &[
@@ -75,6 +76,122 @@ pub struct Context {
     pub user_agent: Option<String>,
     /// Seconds since the epoch.
     pub now: i64,
+}
+
+/// TikTok's `data[]` item (§3.1), as [`prepare`] builds it. Typed rather than a JSON
+/// map: an event is built, serialized and dropped once per request on the hot path,
+/// and a map costs an allocation and a sorted insert per field. Absent fields are
+/// left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    pub event: String,
+    pub event_time: i64,
+    pub event_id: String,
+    pub user: User,
+    #[serde(skip_serializing_if = "Page::is_empty")]
+    pub page: Page,
+    #[serde(skip_serializing_if = "Properties::is_empty")]
+    pub properties: Properties,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_data_use: Option<bool>,
+}
+
+/// `user`: what identifies the shopper, personal data hashed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct User {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Hashed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Hashed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<Hashed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttclid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// A hashed user field: one SHA-256 hex digest, or a list of them, as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Hashed {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Page {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+}
+
+impl Page {
+    fn is_empty(&self) -> bool {
+        self.url.is_none() && self.referrer.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Properties {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contents: Option<Vec<Content>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_string: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shop_id: Option<String>,
+}
+
+impl Properties {
+    fn is_empty(&self) -> bool {
+        self.value.is_none()
+            && self.currency.is_none()
+            && self.content_type.is_none()
+            && self.contents.is_none()
+            && self.description.is_none()
+            && self.query.is_none()
+            && self.search_string.is_none()
+            && self.order_id.is_none()
+            && self.shop_id.is_none()
+    }
+}
+
+/// One item of `properties.contents`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
 }
 
 /// Why an event was refused: the field and the reason.
@@ -151,12 +268,12 @@ fn hashed(
     v: &Value,
     field: &str,
     hash: impl Fn(&str) -> Result<String, PiiError>,
-) -> Result<Option<Value>, Rejection> {
+) -> Result<Option<Hashed>, Rejection> {
     let one = |s: &str, field: &str| hash(s).map_err(|e| reject(field, e.to_string()));
     match v {
         Value::Null => Ok(None),
         Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => Ok(Some(Value::String(one(s, field)?))),
+        Value::String(s) => Ok(Some(Hashed::One(one(s, field)?))),
         Value::Array(items) if items.len() > 10 => Err(reject(field, "at most 10 values")),
         Value::Array(items) => {
             let mut out = Vec::new();
@@ -164,9 +281,9 @@ fn hashed(
                 let Value::String(s) = item else {
                     return Err(reject(format!("{field}[{i}]"), "must be a string"));
                 };
-                out.push(Value::String(one(s, &format!("{field}[{i}]"))?));
+                out.push(one(s, &format!("{field}[{i}]"))?);
             }
-            Ok((!out.is_empty()).then_some(Value::Array(out)))
+            Ok((!out.is_empty()).then_some(Hashed::Many(out)))
         }
         _ => Err(reject(field, "must be a string or a list of strings")),
     }
@@ -188,15 +305,9 @@ fn object<'a>(v: &'a Value, field: &str) -> Result<Option<&'a Map<String, Value>
     }
 }
 
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
-    if let Some(v) = value {
-        map.insert(key.to_string(), v.into());
-    }
-}
-
 /// Checks one event and builds TikTok's `data[]` item. `event_id` must be present (the
 /// caller generates one for events that arrive without it).
-pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejection> {
+pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
     let Value::Object(event) = raw else {
         return Err(reject("event", "must be a JSON object"));
     };
@@ -260,36 +371,20 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
         .ok_or_else(|| reject("event_id", "is required"))?;
 
     // user
-    let mut user = Map::new();
+    let mut user = User::default();
     if let Some(u) = object(get("user"), "user")? {
         let f = |k: &str| u.get(k).unwrap_or(&null);
         let country = rules.default_country.as_deref();
-        put(
-            &mut user,
-            "email",
-            hashed(f("email"), "user.email", pii::hash_email)?,
-        );
-        put(
-            &mut user,
-            "phone",
-            hashed(f("phone"), "user.phone", |s| pii::hash_phone(s, country))?,
-        );
-        put(
-            &mut user,
-            "external_id",
-            hashed(f("external_id"), "user.external_id", pii::hash_external_id)?,
-        );
-        put(
-            &mut user,
-            "ttclid",
-            string(f("ttclid"), "user.ttclid", 512)?,
-        );
-        put(&mut user, "ttp", string(f("ttp"), "user.ttp", 512)?);
-        put(&mut user, "locale", string(f("locale"), "user.locale", 35)?);
+        user.email = hashed(f("email"), "user.email", pii::hash_email)?;
+        user.phone = hashed(f("phone"), "user.phone", |s| pii::hash_phone(s, country))?;
+        user.external_id = hashed(f("external_id"), "user.external_id", pii::hash_external_id)?;
+        user.ttclid = string(f("ttclid"), "user.ttclid", 512)?;
+        user.ttp = string(f("ttp"), "user.ttp", 512)?;
+        user.locale = string(f("locale"), "user.locale", 35)?;
     }
 
     // page
-    let mut page = Map::new();
+    let mut page = Page::default();
     if let Some(p) = object(get("page"), "page")? {
         let url = string(p.get("url").unwrap_or(&null), "page.url", MAX_URL)?;
         if let Some(url) = &url {
@@ -299,16 +394,12 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .ok_or_else(|| reject("page.url", "must be an absolute http(s) URL"))?;
-            if !user.contains_key("ttclid") {
-                put(&mut user, "ttclid", ttclid_of(&parsed));
+            if user.ttclid.is_none() {
+                user.ttclid = ttclid_of(&parsed);
             }
         }
-        put(&mut page, "url", url);
-        put(
-            &mut page,
-            "referrer",
-            string(p.get("referrer").unwrap_or(&null), "page.referrer", MAX_URL)?,
-        );
+        page.url = url;
+        page.referrer = string(p.get("referrer").unwrap_or(&null), "page.referrer", MAX_URL)?;
     }
     // The request's own IP and user agent win; server-side senders (no request context)
     // pass the shopper's in `user`.
@@ -333,11 +424,11 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
         Some(ua) => Some(first_chars(ua, MAX_STRING).to_string()),
         None => from_body("user_agent", MAX_STRING)?,
     };
-    put(&mut user, "ip", ip);
-    put(&mut user, "user_agent", user_agent);
+    user.ip = ip;
+    user.user_agent = user_agent;
 
     // properties
-    let mut properties = Map::new();
+    let mut properties = Properties::default();
     if let Some(p) = object(get("properties"), "properties")? {
         let f = |k: &str| p.get(k).unwrap_or(&null);
         let value = number(f("value"), "properties.value")?;
@@ -354,8 +445,8 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
         if value.is_some() && currency.is_none() {
             return Err(reject("properties.currency", "is required with value"));
         }
-        put(&mut properties, "value", value);
-        put(&mut properties, "currency", currency);
+        properties.value = value;
+        properties.currency = currency;
         let content_type = string(f("content_type"), "properties.content_type", 20)?;
         if let Some(t) = &content_type
             && t != "product"
@@ -366,7 +457,7 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
                 "must be product or product_group",
             ));
         }
-        put(&mut properties, "content_type", content_type);
+        properties.content_type = content_type;
         match f("contents") {
             Value::Null => {}
             Value::Array(items) if items.len() > MAX_CONTENTS => {
@@ -386,70 +477,55 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Value, Rejec
                         ));
                     };
                     let g = |k: &str| c.get(k).unwrap_or(&null);
-                    let mut out = Map::new();
-                    for k in [
-                        "content_id",
-                        "content_type",
-                        "content_name",
-                        "content_category",
-                        "brand",
-                    ] {
-                        put(&mut out, k, string(g(k), &field(k), MAX_STRING)?);
-                    }
-                    put(&mut out, "price", number(g("price"), &field("price"))?);
-                    match g("quantity") {
-                        Value::Null => {}
-                        Value::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
-                            out.insert("quantity".into(), json!(n.as_u64()));
-                        }
-                        _ => {
-                            return Err(reject(
-                                field("quantity"),
-                                "must be a whole number up to 1000000",
-                            ));
-                        }
-                    }
-                    contents.push(Value::Object(out));
+                    let text = |k: &str| string(g(k), &field(k), MAX_STRING);
+                    contents.push(Content {
+                        content_id: text("content_id")?,
+                        content_type: text("content_type")?,
+                        content_name: text("content_name")?,
+                        content_category: text("content_category")?,
+                        brand: text("brand")?,
+                        price: number(g("price"), &field("price"))?,
+                        quantity: match g("quantity") {
+                            Value::Null => None,
+                            Value::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
+                                n.as_u64()
+                            }
+                            _ => {
+                                return Err(reject(
+                                    field("quantity"),
+                                    "must be a whole number up to 1000000",
+                                ));
+                            }
+                        },
+                    });
                 }
-                properties.insert("contents".into(), Value::Array(contents));
+                properties.contents = Some(contents);
             }
             _ => return Err(reject("properties.contents", "must be a list")),
         }
-        for k in [
-            "description",
-            "query",
-            "search_string",
-            "order_id",
-            "shop_id",
-        ] {
-            put(
-                &mut properties,
-                k,
-                string(f(k), &format!("properties.{k}"), MAX_STRING)?,
-            );
-        }
+        let text = |k: &str| string(f(k), &format!("properties.{k}"), MAX_STRING);
+        properties.description = text("description")?;
+        properties.query = text("query")?;
+        properties.search_string = text("search_string")?;
+        properties.order_id = text("order_id")?;
+        properties.shop_id = text("shop_id")?;
     }
 
-    let mut out = Map::new();
-    out.insert("event".into(), Value::String(name));
-    out.insert("event_time".into(), json!(event_time));
-    out.insert("event_id".into(), Value::String(event_id));
-    out.insert("user".into(), Value::Object(user));
-    if !page.is_empty() {
-        out.insert("page".into(), Value::Object(page));
-    }
-    if !properties.is_empty() {
-        out.insert("properties".into(), Value::Object(properties));
-    }
-    if let Some(Value::Bool(b)) = event.get("limited_data_use") {
-        out.insert("limited_data_use".into(), Value::Bool(*b));
-    }
-    Ok(Value::Object(out))
+    Ok(Prepared {
+        event: name,
+        event_time,
+        event_id,
+        user,
+        page,
+        properties,
+        limited_data_use: event.get("limited_data_use").and_then(Value::as_bool),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ctx() -> Context {
         Context {
@@ -459,8 +535,13 @@ mod tests {
         }
     }
 
+    /// The event as TikTok gets it.
+    fn prepared(v: &Value, rules: &Rules, ctx: &Context) -> Value {
+        serde_json::to_value(prepare(v, rules, ctx).unwrap()).unwrap()
+    }
+
     fn ok(v: Value) -> Value {
-        prepare(&v, &Rules::default(), &ctx()).unwrap()
+        prepared(&v, &Rules::default(), &ctx())
     }
 
     fn refused(v: Value) -> Rejection {
@@ -479,12 +560,11 @@ mod tests {
             user_agent: Some(ua.clone()),
             ..ctx()
         };
-        let out = prepare(
+        let out = prepared(
             &json!({"event": "Lead", "event_id": "1"}),
             &Rules::default(),
             &long,
-        )
-        .unwrap();
+        );
         let kept = out["user"]["user_agent"].as_str().unwrap();
         assert_eq!(kept.chars().count(), MAX_STRING);
         assert!(ua.starts_with(kept));
@@ -589,7 +669,7 @@ mod tests {
             now: 1_700_000_000,
             ..Context::default()
         };
-        let out = prepare(&e, &Rules::default(), &server).unwrap();
+        let out = prepared(&e, &Rules::default(), &server);
         assert_eq!(
             (
                 out["user"]["ip"].as_str(),
@@ -623,7 +703,7 @@ mod tests {
             ..Rules::default()
         };
         let e = json!({"event": "Lead", "event_id": "e", "user": {"phone": "07700 900123"}});
-        let out = prepare(&e, &rules, &ctx()).unwrap();
+        let out = prepared(&e, &rules, &ctx());
         assert_eq!(
             out["user"]["phone"],
             crate::crypto::sha256_hex(b"+447700900123")

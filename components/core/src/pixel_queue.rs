@@ -35,9 +35,10 @@ fn dedup_digest(event: &str, event_id: &str) -> String {
 
 /// One event waiting for TikTok: already validated, enriched and hashed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueuedEvent {
-    /// TikTok's `data[]` item.
-    pub data: Value,
+pub struct QueuedEvent<D = Value> {
+    /// TikTok's `data[]` item: typed as ingest builds it ([`crate::events::Prepared`]),
+    /// JSON once read back.
+    pub data: D,
     pub received_at: i64,
 }
 
@@ -144,7 +145,11 @@ impl<'a> Queue<'a> {
     /// new. (A mark written before its event, as a compare-and-swap would, outlives a
     /// crash between the two, and the client's retry would be answered "deduplicated"
     /// for an event that was never stored.)
-    pub fn accept(&self, events: &[QueuedEvent], sightings: Sightings) -> Result<(), ApiError> {
+    pub fn accept<D: Serialize>(
+        &self,
+        events: &[QueuedEvent<D>],
+        sightings: Sightings,
+    ) -> Result<(), ApiError> {
         self.store(events, sightings.marks)
     }
 
@@ -156,7 +161,11 @@ impl<'a> Queue<'a> {
     }
 
     /// One increment takes the slots, one batch write stores the events and `extra`.
-    fn store(&self, events: &[QueuedEvent], extra: Vec<(String, Vec<u8>)>) -> Result<(), ApiError> {
+    fn store<D: Serialize>(
+        &self,
+        events: &[QueuedEvent<D>],
+        extra: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), ApiError> {
         let mut entries = Vec::with_capacity(events.len() + extra.len());
         if !events.is_empty() {
             let last = self.kv.increment(&self.key("seq"), events.len() as i64)? as u64;
@@ -223,12 +232,12 @@ impl<'a> Queue<'a> {
     /// event_id) key within the same 48 h, so it is still counted once there.
     pub fn first_sightings(
         &self,
-        events: &[(String, String)],
+        events: &[(impl AsRef<str>, impl AsRef<str>)],
         now: i64,
     ) -> Result<Sightings, ApiError> {
         let keys: Vec<String> = events
             .iter()
-            .map(|(event, id)| self.dedup_key(event, id))
+            .map(|(event, id)| self.dedup_key(event.as_ref(), id.as_ref()))
             .collect();
         let seen = self.kv.get_many(&keys)?;
         let stamp = now.to_string().into_bytes();
@@ -511,13 +520,7 @@ mod tests {
         let kv = MemoryKv::new();
         let q = Queue::new(&kv, "px");
         let found = q
-            .first_sightings(
-                &[
-                    ("Purchase".into(), "a".into()),
-                    ("Purchase".into(), "b".into()),
-                ],
-                1,
-            )
+            .first_sightings(&[("Purchase", "a"), ("Purchase", "b")], 1)
             .unwrap();
         q.accept(&[queued("a"), queued("b")], found).unwrap();
         q.count(stat::REJECTED, 4).unwrap();
