@@ -25,8 +25,21 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// The SHA-256 of the parts, one after the other, in lowercase hex.
+pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut hex = [0u8; 64];
+    // Into a buffer at once: `hex::encode` builds the string a char at a time, and a
+    // digest is taken three times per event on the pixel hot path.
+    hex::encode_to_slice(hasher.finalize(), &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha256(data))
+    sha256_hex_of(&[data])
 }
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {

@@ -20,7 +20,7 @@
 //!   which saves every request a write of its own.
 
 use crate::ApiError;
-use crate::crypto::sha256_hex;
+use crate::crypto::sha256_hex_of;
 use crate::kv::{KeyValue, get_json, update_json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,7 +30,7 @@ pub const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
 
 /// The dedup mark's name for (event, event_id).
 fn dedup_digest(event: &str, event_id: &str) -> String {
-    sha256_hex(format!("{event}\u{0}{event_id}").as_bytes())
+    sha256_hex_of(&[event.as_bytes(), b"\0", event_id.as_bytes()])
 }
 
 /// One event waiting for TikTok: already validated, enriched and hashed.
