@@ -29,7 +29,7 @@
 //! - at open, what a crash left in the log is merged before anything else runs, and at
 //!   close everything is merged, so a data file at rest is Spin's layout alone.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -91,7 +91,8 @@ pub struct Change {
 
 /// Buffered keys by store, then key (both looked up by `&str`). Hashed, not ordered: a
 /// batch's reads look up dozens of keys that share a long prefix, which an ordered map
-/// compares again at every level; the rare ordered uses sort what they take.
+/// compares again at every level; the rare ordered uses sort what they take. foldhash
+/// as in the key filter ([`super::filter::KeyHasher`]).
 type Stores = HashMap<String, HashMap<String, Entry>>;
 
 #[derive(Default)]

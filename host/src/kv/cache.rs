@@ -8,7 +8,7 @@
 //! read (the generation moved meanwhile), so a cached value is never older than the last
 //! commit a caller was told about.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 /// Values larger than this are not kept (a big value is rarely the hot one).

@@ -38,8 +38,8 @@ use super::buffer::{self, Change, Held, WriteBuffer};
 use super::cache::{Cached, ValueCache};
 use super::filter::{Bloom, KeyFilter, Presence};
 use super::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
+use foldhash::HashMap;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -1108,7 +1108,7 @@ impl Shared {
             buffer: self.buffer.as_ref(),
             next_seq: &self.next_seq,
             changes: Vec::new(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
         }
     }
 
