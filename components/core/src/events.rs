@@ -550,6 +550,31 @@ mod tests {
     }
 
     #[test]
+    fn fields_without_a_value_are_left_out_not_sent_as_null() {
+        let bare = ok(json!({"event": "Lead", "event_id": "1"}));
+        assert_eq!(
+            bare,
+            json!({"event": "Lead", "event_time": 1_700_000_000, "event_id": "1",
+                "user": {"ip": "203.0.113.1", "user_agent": "Mozilla/5.0"}})
+        );
+        let server = Context {
+            now: 1_700_000_000,
+            ..Context::default()
+        };
+        let empty = prepared(
+            &json!({"event": "Lead", "event_id": "1", "user": {"email": " "},
+                "page": {"url": ""}, "properties": {"contents": [{}]}, "limited_data_use": false}),
+            &Rules::default(),
+            &server,
+        );
+        assert_eq!(
+            empty,
+            json!({"event": "Lead", "event_time": 1_700_000_000, "event_id": "1", "user": {},
+                "properties": {"contents": [{}]}, "limited_data_use": false})
+        );
+    }
+
+    #[test]
     fn the_lists_searched_by_halves_are_sorted() {
         assert!(STANDARD_EVENTS.is_sorted());
         assert!(CURRENCIES.is_sorted());
