@@ -133,7 +133,7 @@ impl<'a> Queue<'a> {
     }
 
     pub fn slot_key(&self, slot: u64) -> String {
-        self.key(&format!("e/{slot:020}"))
+        format!("pq/{}/e/{slot:020}", self.pixel)
     }
 
     fn dead_key(&self, n: u64) -> String {
@@ -261,7 +261,7 @@ impl<'a> Queue<'a> {
     }
 
     fn mark_key(&self, digest: &str) -> String {
-        self.key(&format!("dedup/{digest}"))
+        format!("pq/{}/dedup/{digest}", self.pixel)
     }
 
     fn retired_key(&self, n: u64) -> String {
