@@ -10,13 +10,14 @@ use crate::crypto::{random_bytes, random_token};
 use crate::env::Env;
 use crate::events::{self, Context};
 use crate::gap;
+use crate::json::Json;
 use crate::kv::IdIndex;
 use crate::lease;
 use crate::pixel_queue::{DeadLetter, Queue, QueuedEvent, stat};
 use crate::pixels::{self, ALL_PIXELS, Pixel};
 use crate::tiktok::{Call, CodeClass, TikTokError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::borrow::Cow;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -40,11 +41,11 @@ pub struct IngestReport {
 }
 
 /// The events of a body: a list, `{"events": [...]}`, or one event object.
-pub fn events_of(body: &Value) -> Result<&[Value], ApiError> {
+pub fn events_of<'a, 'b>(body: &'a Json<'b>) -> Result<&'a [Json<'b>], ApiError> {
     match body {
-        Value::Array(list) => Ok(list),
-        Value::Object(map) => match map.get("events") {
-            Some(Value::Array(list)) => Ok(list),
+        Json::Array(list) => Ok(list),
+        Json::Object(map) => match map.get("events") {
+            Some(Json::Array(list)) => Ok(list),
             Some(_) => Err(ApiError::invalid("events", "must be a list of events")),
             None => Ok(std::slice::from_ref(body)),
         },
@@ -58,7 +59,7 @@ pub fn events_of(body: &Value) -> Result<&[Value], ApiError> {
 pub fn ingest(
     env: &Env,
     pixel: &Pixel,
-    list: &[Value],
+    list: &[Json],
     ctx: &Context,
 ) -> Result<IngestReport, ApiError> {
     if list.is_empty() {
@@ -89,20 +90,20 @@ pub fn ingest(
         // Copied only to give an event without an id one ([`events::prepare`] takes the
         // fields it knows, so the rest, such as a body's `pixel_id`, are left behind).
         let event = match raw {
-            Value::Object(map) if matches!(map.get("event_id"), None | Some(Value::Null)) => {
+            Json::Object(map) if matches!(map.get("event_id"), None | Some(Json::Null)) => {
                 let mut map = map.clone();
                 map.insert(
-                    "event_id".into(),
-                    Value::String(format!("edge-{}", hex::encode(random_bytes::<12>()?))),
+                    "event_id",
+                    Json::String(format!("edge-{}", hex::encode(random_bytes::<12>()?)).into()),
                 );
-                Cow::Owned(Value::Object(map))
+                Cow::Owned(Json::Object(map))
             }
             _ => Cow::Borrowed(raw),
         };
         report.event_ids.push(
             event
                 .get("event_id")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::to_string),
         );
         match events::prepare(&event, &rules, ctx) {
@@ -428,6 +429,7 @@ mod tests {
     use crate::pixels::PixelInput;
     use crate::testing::TestEnv;
     use crate::tiktok::fake::err;
+    use serde_json::Value;
 
     fn pixel(t: &TestEnv) -> Pixel {
         org_with_key(t, "acme");
@@ -445,6 +447,17 @@ mod tests {
             user_agent: Some("UA".into()),
             now: t.now.get(),
         }
+    }
+
+    /// Ingest of events written as `Value`s.
+    fn ingest(
+        env: &Env,
+        pixel: &Pixel,
+        list: &[Value],
+        ctx: &Context,
+    ) -> Result<IngestReport, ApiError> {
+        let list: Vec<Json> = list.iter().map(Json::from_value).collect();
+        super::ingest(env, pixel, &list, ctx)
     }
 
     fn events(n: usize, prefix: &str) -> Vec<Value> {
@@ -768,8 +781,10 @@ mod tests {
             ingest(&t.env(), &p, &[], &ctx(&t)).unwrap_err().status(),
             400
         );
-        assert!(events_of(&json!("x")).is_err());
-        assert_eq!(events_of(&json!({"events": [1, 2]})).unwrap().len(), 2);
-        assert_eq!(events_of(&json!({"event": "A"})).unwrap().len(), 1);
+        let events_in = |v: Value| events_of(&Json::from_value(&v)).map(|list| list.len());
+        assert!(events_in(json!("x")).is_err());
+        assert!(events_in(json!({"events": {"event": "A"}})).is_err());
+        assert_eq!(events_in(json!({"events": [1, 2]})).unwrap(), 2);
+        assert_eq!(events_in(json!({"event": "A"})).unwrap(), 1);
     }
 }

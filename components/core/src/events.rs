@@ -5,9 +5,9 @@
 //! Rejections name the field (`user.email`, `properties.contents[2].price`) so a caller can
 //! fix its tag; one bad event never rejects its neighbours in a batch.
 
+use crate::json::{Json, Object};
 use crate::pii::{self, PiiError};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 /// TikTok's standard web events (§3.5); any other name is a custom event. Sorted
 /// (byte order), for a binary search.
@@ -227,28 +227,28 @@ fn first_chars(s: &str, max: usize) -> &str {
     }
 }
 
-fn string(v: &Value, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+fn string(v: &Json, field: &str, max: usize) -> Result<Option<String>, Rejection> {
     match v {
-        Value::Null => Ok(None),
-        Value::String(s) if longer_than(s, max) => {
+        Json::Null => Ok(None),
+        Json::String(s) if longer_than(s, max) => {
             Err(reject(field, format!("must be at most {max} characters")))
         }
-        Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
-        Value::Number(n) => Ok(Some(n.to_string())),
+        Json::String(s) if s.is_empty() => Ok(None),
+        Json::String(s) => Ok(Some(s.to_string())),
+        Json::Number(n) => Ok(Some(n.to_string())),
         _ => Err(reject(field, "must be a string")),
     }
 }
 
-fn number(v: &Value, field: &str) -> Result<Option<f64>, Rejection> {
+fn number(v: &Json, field: &str) -> Result<Option<f64>, Rejection> {
     match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => n
+        Json::Null => Ok(None),
+        Json::Number(n) => n
             .as_f64()
             .filter(|f| f.is_finite() && *f >= 0.0)
             .map(Some)
             .ok_or_else(|| reject(field, "must be a number of at least 0")),
-        Value::String(s) => s
+        Json::String(s) => s
             .trim()
             .parse::<f64>()
             .ok()
@@ -266,20 +266,20 @@ fn number(v: &Value, field: &str) -> Result<Option<f64>, Rejection> {
 
 /// `user.email` / `phone` / `external_id`: a string or a list of strings, hashed.
 fn hashed(
-    v: &Value,
+    v: &Json,
     field: &str,
     hash: impl Fn(&str) -> Result<String, PiiError>,
 ) -> Result<Option<Hashed>, Rejection> {
     let one = |s: &str, field: &str| hash(s).map_err(|e| reject(field, e.to_string()));
     match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => Ok(Some(Hashed::One(one(s, field)?))),
-        Value::Array(items) if items.len() > 10 => Err(reject(field, "at most 10 values")),
-        Value::Array(items) => {
+        Json::Null => Ok(None),
+        Json::String(s) if s.trim().is_empty() => Ok(None),
+        Json::String(s) => Ok(Some(Hashed::One(one(s, field)?))),
+        Json::Array(items) if items.len() > 10 => Err(reject(field, "at most 10 values")),
+        Json::Array(items) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let Value::String(s) = item else {
+                let Json::String(s) = item else {
                     return Err(reject(format!("{field}[{i}]"), "must be a string"));
                 };
                 out.push(one(s, &format!("{field}[{i}]"))?);
@@ -298,30 +298,30 @@ fn ttclid_of(url: &url::Url) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 512)
 }
 
-fn object<'a>(v: &'a Value, field: &str) -> Result<Option<&'a Map<String, Value>>, Rejection> {
+fn object<'a, 'b>(v: &'a Json<'b>, field: &str) -> Result<Option<&'a Object<'b>>, Rejection> {
     match v {
-        Value::Null => Ok(None),
-        Value::Object(m) => Ok(Some(m)),
+        Json::Null => Ok(None),
+        Json::Object(m) => Ok(Some(m)),
         _ => Err(reject(field, "must be an object")),
     }
 }
 
 /// Checks one event and builds TikTok's `data[]` item. `event_id` must be present (the
 /// caller generates one for events that arrive without it).
-pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
-    let Value::Object(event) = raw else {
+pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
+    let Json::Object(event) = raw else {
         return Err(reject("event", "must be a JSON object"));
     };
-    let null = Value::Null;
+    let null = Json::Null;
     let get = |k: &str| event.get(k).unwrap_or(&null);
 
     let name = match get("event") {
-        Value::Null => return Err(reject("event", "is required")),
-        Value::String(s) if s.is_empty() => return Err(reject("event", "is required")),
-        Value::String(s) if longer_than(s, 100) => {
+        Json::Null => return Err(reject("event", "is required")),
+        Json::String(s) if s.is_empty() => return Err(reject("event", "is required")),
+        Json::String(s) if longer_than(s, 100) => {
             return Err(reject("event", "must be at most 100 characters"));
         }
-        Value::String(s) => s.clone(),
+        Json::String(s) => s.to_string(),
         _ => return Err(reject("event", "must be a string")),
     };
     let standard = STANDARD_EVENTS.binary_search(&name.as_str()).is_ok();
@@ -344,8 +344,8 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Re
     }
 
     let event_time = match get("event_time") {
-        Value::Null => ctx.now,
-        Value::Number(n) => n
+        Json::Null => ctx.now,
+        Json::Number(n) => n
             .as_i64()
             .ok_or_else(|| reject("event_time", "must be whole seconds since the epoch"))?,
         _ => {
@@ -460,18 +460,18 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Re
         }
         properties.content_type = content_type;
         match f("contents") {
-            Value::Null => {}
-            Value::Array(items) if items.len() > MAX_CONTENTS => {
+            Json::Null => {}
+            Json::Array(items) if items.len() > MAX_CONTENTS => {
                 return Err(reject(
                     "properties.contents",
                     format!("at most {MAX_CONTENTS} items"),
                 ));
             }
-            Value::Array(items) => {
+            Json::Array(items) => {
                 let mut contents = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let field = |k: &str| format!("properties.contents[{i}].{k}");
-                    let Value::Object(c) = item else {
+                    let Json::Object(c) = item else {
                         return Err(reject(
                             format!("properties.contents[{i}]"),
                             "must be an object",
@@ -487,8 +487,8 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Re
                         brand: text("brand")?,
                         price: number(g("price"), &field("price"))?,
                         quantity: match g("quantity") {
-                            Value::Null => None,
-                            Value::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
+                            Json::Null => None,
+                            Json::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
                                 n.as_u64()
                             }
                             _ => {
@@ -519,14 +519,14 @@ pub fn prepare(raw: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Re
         user,
         page,
         properties,
-        limited_data_use: event.get("limited_data_use").and_then(Value::as_bool),
+        limited_data_use: event.get("limited_data_use").and_then(Json::as_bool),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn ctx() -> Context {
         Context {
@@ -534,6 +534,11 @@ mod tests {
             user_agent: Some("Mozilla/5.0".into()),
             now: 1_700_000_000,
         }
+    }
+
+    /// Prepares an event written as a `Value`.
+    fn prepare(v: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
+        super::prepare(&Json::from_value(v), rules, ctx)
     }
 
     /// The event as TikTok gets it.

@@ -18,6 +18,7 @@ pub mod events;
 pub mod gap;
 pub mod http;
 pub mod idempotency;
+pub mod json;
 pub mod kv;
 pub mod lease;
 pub mod metrics;

@@ -15,11 +15,12 @@ use crate::crypto::sha256_hex;
 use crate::env::Env;
 use crate::events::Context;
 use crate::http::{Request, Response, segments};
+use crate::json::Json;
 use crate::orgs::{authorize_org, require_admin};
 use crate::pixel_queue::Queue;
 use crate::pixels::{self, Pixel};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Largest body `POST /pixel/events` reads (1,000 events of about 1 KiB).
 pub const MAX_EVENTS_BODY: usize = 1 << 20;
@@ -108,12 +109,12 @@ fn cors_headers(origin: &str) -> Vec<(String, String)> {
 }
 
 /// The pixel a public request names: `?pixel=` or the body's `pixel_id`.
-fn pixel_of(env: &Env, req: &Request, body: Option<&Value>) -> Result<Pixel, ApiError> {
+fn pixel_of(env: &Env, req: &Request, body: Option<&Json>) -> Result<Pixel, ApiError> {
     let id = req
         .query_param("pixel")
         .or_else(|| {
             body.and_then(|b| b.get("pixel_id"))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::to_string)
         })
         .ok_or_else(|| {
@@ -166,7 +167,7 @@ fn client_context(env: &Env, req: &Request) -> Context {
     }
 }
 
-fn parse_body(req: &Request) -> Result<Value, ApiError> {
+fn parse_body(req: &Request) -> Result<Json<'_>, ApiError> {
     if req.body.len() > MAX_EVENTS_BODY {
         return Err(ApiError::PayloadTooLarge(MAX_EVENTS_BODY as u64));
     }
@@ -186,7 +187,7 @@ fn parse_body(req: &Request) -> Result<Value, ApiError> {
             ));
         }
     }
-    serde_json::from_slice(&req.body)
+    Json::parse(&req.body)
         .map_err(|e| ApiError::invalid("body", format!("is not valid JSON ({e})")))
 }
 
