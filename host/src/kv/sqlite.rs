@@ -972,12 +972,18 @@ impl Shared {
             // the table since: a build in progress records them here.
             self.filter_adds(added);
             let tx = writer.transaction()?;
-            for (store, key, entry) in &chunk {
-                match &entry.held {
-                    Held::Value(v) => tx.prepare_cached(UPSERT)?.execute(params![store, key, v])?,
-                    Held::Logged => tx.prepare_cached(MERGE_LOGGED)?.execute([entry.seq])?,
-                    Held::Deleted => tx.prepare_cached(DELETE)?.execute(params![store, key])?,
-                };
+            {
+                // Taken from the statement cache once per chunk, not once per key.
+                let mut upsert = tx.prepare_cached(UPSERT)?;
+                let mut logged = tx.prepare_cached(MERGE_LOGGED)?;
+                let mut delete = tx.prepare_cached(DELETE)?;
+                for (store, key, entry) in &chunk {
+                    match &entry.held {
+                        Held::Value(v) => upsert.execute(params![store, key, v])?,
+                        Held::Logged => logged.execute([entry.seq])?,
+                        Held::Deleted => delete.execute(params![store, key])?,
+                    };
+                }
             }
             tx.commit()?;
             // The table's value changed: a read of it that overlapped this (it may have
