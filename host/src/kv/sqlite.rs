@@ -71,10 +71,11 @@ const IDLE_READERS: usize = 8;
 /// Keys the key filter's scan reads per query (each its own short read transaction, so
 /// the scan never holds the WAL back for long).
 const SCAN_PAGE: i64 = 10_000;
-/// Above this many keys the store goes unfiltered: the scan holds 8 bytes per key (64 MiB
-/// here) while it runs, and the filter keeps 2.5 (20 MiB). Every lookup then reads SQLite,
-/// as before the filter; the count is checked again after [`UNFILTERED_RETRY`].
-const MAX_FILTERED_KEYS: usize = 8 << 20;
+/// Above this many keys the store goes unfiltered: a filter takes 2.5 bytes per key it is
+/// built for (80 MiB here, and the one it replaces half that until it is done). Every
+/// lookup then reads SQLite, as before the filter, and no new key is buffered; the count
+/// is checked again after [`UNFILTERED_RETRY`].
+const MAX_FILTERED_KEYS: usize = 32 << 20;
 const UNFILTERED_RETRY: Duration = Duration::from_secs(600);
 /// A merge round starts once this many keys are buffered ...
 const MERGE_AT: usize = 32 * 1024;
@@ -176,6 +177,13 @@ struct Builds {
 enum Built {
     Filter { keys: usize, bytes: usize },
     TooManyKeys,
+    Closing,
+}
+
+/// How a scan of the table's keys ended.
+enum Scanned {
+    Keys(usize),
+    TooMany,
     Closing,
 }
 
@@ -792,13 +800,58 @@ impl Shared {
         max_keys: usize,
         scanned: &mut dyn FnMut(),
     ) -> rusqlite::Result<Built> {
+        let expected = match self.filter.expected_keys() {
+            Some(keys) => keys,
+            None => match self.scan_keys(conn, max_keys, &mut |_, _| {})? {
+                Scanned::Keys(keys) => keys,
+                Scanned::TooMany => return Ok(self.too_many_keys()),
+                Scanned::Closing => return Ok(Built::Closing),
+            },
+        };
+        if expected > max_keys {
+            return Ok(self.too_many_keys());
+        }
+        let bloom = Arc::new(Bloom::for_keys(expected));
         {
             // No commit is half done while the build registers.
             let _writer = lock(&self.writer);
-            self.filter.begin_build();
+            self.filter.begin_build(bloom.clone());
         }
         let hasher = self.filter.hasher();
-        let mut hashes: Vec<u64> = Vec::new();
+        let keys = match self.scan_keys(conn, max_keys, &mut |store, key| {
+            bloom.insert(hasher.hash(store, key))
+        })? {
+            Scanned::Keys(keys) => keys,
+            Scanned::TooMany => return Ok(self.too_many_keys()),
+            Scanned::Closing => {
+                self.filter.abandon_build();
+                return Ok(Built::Closing);
+            }
+        };
+        scanned();
+        let _writer = lock(&self.writer);
+        self.filter.finish_build();
+        Ok(Built::Filter {
+            keys,
+            bytes: bloom.bytes(),
+        })
+    }
+
+    fn too_many_keys(&self) -> Built {
+        self.filter.disable();
+        Built::TooManyKeys
+    }
+
+    /// Calls `each` with every key a guest could have written (store and key are
+    /// strings), in pages of [`SCAN_PAGE`] keys, each its own read transaction; stops
+    /// past `max_keys` such keys, or when the backend closes.
+    fn scan_keys(
+        &self,
+        conn: &Connection,
+        max_keys: usize,
+        each: &mut dyn FnMut(&str, &str),
+    ) -> rusqlite::Result<Scanned> {
+        let mut keys = 0;
         // Where the last page ended, as stored, so the scan always moves on.
         let mut last: Option<(Stored, Stored)> = None;
         let mut first = conn
@@ -817,32 +870,22 @@ impl Shared {
                 let (store, key) = (row.get_ref(0)?, row.get_ref(1)?);
                 // Guests name keys with strings; anything else cannot be looked up.
                 if let (Ok(store), Ok(key)) = (store.as_str(), key.as_str()) {
-                    hashes.push(hasher.hash(store, key));
+                    each(store, key);
+                    keys += 1;
                 }
                 last = Some((store.into(), key.into()));
             }
             drop(rows);
-            if hashes.len() > max_keys {
-                self.filter.disable();
-                return Ok(Built::TooManyKeys);
+            if keys > max_keys {
+                return Ok(Scanned::TooMany);
             }
             if lock(&self.builds).closing {
-                return Ok(Built::Closing);
+                return Ok(Scanned::Closing);
             }
             if page < SCAN_PAGE {
-                break;
+                return Ok(Scanned::Keys(keys));
             }
         }
-        let bloom = Bloom::for_keys(hashes.len());
-        hashes.iter().for_each(|h| bloom.insert(*h));
-        scanned();
-        let built = Built::Filter {
-            keys: hashes.len(),
-            bytes: bloom.bytes(),
-        };
-        let _writer = lock(&self.writer);
-        self.filter.finish_build(bloom);
-        Ok(built)
     }
 }
 
@@ -2237,6 +2280,25 @@ mod tests {
         assert!(found.iter().all(|(_, v)| v.is_some()));
         assert!(b.exists("s", "after").unwrap());
         assert_eq!(b.get("s", "never").unwrap(), None);
+        // Without a filter to size from, a build counts the keys first, and stops there.
+        let built = b
+            .shared
+            .build_filter(&conn, SCAN_PAGE as usize, &mut || {})
+            .unwrap();
+        assert!(matches!(built, Built::TooManyKeys));
+        assert!(b.shared.filter.lookup().is_none());
+        // With room, the filter comes back, sized for the keys counted.
+        let built = b
+            .shared
+            .build_filter(&conn, MAX_FILTERED_KEYS, &mut || {})
+            .unwrap();
+        let stored = keys.len() + 1;
+        assert!(
+            matches!(built, Built::Filter { keys, bytes } if keys == stored && bytes == Bloom::for_keys(stored).bytes()),
+            "not a filter for {stored} keys"
+        );
+        assert!(!absent_in_filter(&b, "s", "after"));
+        assert!(keys.iter().all(|k| !absent_in_filter(&b, "s", k)));
     }
 
     #[test]
@@ -2736,7 +2798,10 @@ mod tests {
             .shared
             .build_filter_guarded(&conn, MAX_FILTERED_KEYS, &mut || panic!("a test panic"));
         assert_eq!(failed.err().as_deref(), Some("the build panicked"));
-        assert!(!b.shared.filter.recording(), "commits stopped recording");
+        assert!(
+            !b.shared.filter.building(),
+            "commits stopped adding to the build"
+        );
         assert!(b.shared.filter.lookup().is_none());
         assert_eq!(b.get("s", "k").unwrap().as_deref(), Some(&b"v"[..]));
         assert!(matches!(
