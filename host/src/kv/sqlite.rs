@@ -81,11 +81,18 @@ const UNFILTERED_RETRY: Duration = Duration::from_secs(600);
 const MERGE_AT: usize = 32 * 1024;
 /// ... or this long after the last one, if any are.
 const MERGE_INTERVAL: Duration = Duration::from_secs(1);
-/// Keys one merge transaction copies to the table. The writer's lock is held meanwhile
-/// (group commits wait), so it is kept to about a millisecond: at 1,024 keys, single
-/// events had p99 10 ms against 6.6 ms. Keys share pages as much in small chunks: that
-/// depends on how many keys a round has, not a chunk.
+/// Most keys one merge transaction copies to the table. The writer's lock is held
+/// meanwhile (group commits wait), so it is kept to about [`MERGE_HOLD`]: at 1,024 keys,
+/// single events had p99 10 ms against 6.6 ms. Keys share pages as much in small chunks:
+/// that depends on how many keys a round has, not a chunk.
 const MERGE_CHUNK: usize = 256;
+/// Fewest keys a merge transaction copies, however slow the last one was.
+const MIN_MERGE_CHUNK: usize = 16;
+/// How long a merge transaction should hold the writer's lock. A chunk is sized from how
+/// long the last one took: once the table outgrows the page cache, a key costs a page
+/// read and write of its own, and 256 keys held the lock 3-4 ms a minute into a load of
+/// single events, whose p99 rose past 10 ms.
+const MERGE_HOLD: Duration = Duration::from_millis(1);
 /// The merger's pause between two chunks, so the group commits waiting for the
 /// writer's lock get it (a mutex is not fair: a thread that releases it and takes it
 /// again at once mostly wins).
@@ -1000,7 +1007,11 @@ impl Shared {
             return Ok(upto);
         };
         let round = buffer.round(upto);
-        for keys in round.chunks(MERGE_CHUNK) {
+        let mut chunk_keys = MERGE_CHUNK;
+        let mut rest = &round[..];
+        while !rest.is_empty() {
+            let (keys, after) = rest.split_at(chunk_keys.min(rest.len()));
+            rest = after;
             // An entry written again after this read has a newer seq: the table gets
             // the older value now, and the newer one, which shadows it, next round.
             let chunk = buffer.to_copy(keys, upto);
@@ -1011,6 +1022,7 @@ impl Shared {
                     .map(|(s, k, _)| (s.as_str(), k.as_str())),
             );
             let mut writer = lock(&self.writer);
+            let held = Instant::now();
             // The keys are in the filter already, unless it was rebuilt from a scan of
             // the table since: a build in progress records them here.
             self.filter_adds(added);
@@ -1040,6 +1052,7 @@ impl Shared {
                     .collect::<Vec<_>>(),
             );
             drop(writer);
+            chunk_keys = next_chunk(keys.len(), held.elapsed());
             lock(&self.checkpoints).commits += 1;
             self.checkpoint_wake.notify_one();
             std::thread::sleep(MERGE_PAUSE);
@@ -1229,6 +1242,14 @@ impl Shared {
             }
         }
     }
+}
+
+/// The keys of the next merge transaction, after one of `keys` held the writer's lock for
+/// `held`: as many as fit in [`MERGE_HOLD`] at that pace.
+fn next_chunk(keys: usize, held: Duration) -> usize {
+    let per_key = held.as_secs_f64() / keys.max(1) as f64;
+    let fit = MERGE_HOLD.as_secs_f64() / per_key.max(1e-9);
+    (fit as usize).clamp(MIN_MERGE_CHUNK, MERGE_CHUNK)
 }
 
 /// Each write's answer, in order.
@@ -2786,6 +2807,22 @@ mod tests {
         }
         let stored = again.list_keys("s", None, MAX_PAGE).unwrap().keys;
         assert_eq!(stored.len(), total, "no deleted key came back");
+    }
+
+    #[test]
+    fn a_merge_transaction_is_sized_to_hold_the_writers_lock_about_a_millisecond() {
+        // At the pace of a small table, chunks stay at their most.
+        assert_eq!(
+            next_chunk(MERGE_CHUNK, Duration::from_micros(400)),
+            MERGE_CHUNK
+        );
+        // Four times too slow: a quarter as many keys next time.
+        assert_eq!(next_chunk(256, MERGE_HOLD * 4), 64);
+        // A stall (a page fault, a checkpoint's fsync) never stops the merge.
+        assert_eq!(next_chunk(16, Duration::from_secs(2)), MIN_MERGE_CHUNK);
+        // A chunk of nothing, or one that took no time, is no evidence of slowness.
+        assert_eq!(next_chunk(0, Duration::ZERO), MERGE_CHUNK);
+        assert_eq!(next_chunk(64, Duration::ZERO), MERGE_CHUNK);
     }
 
     #[test]
