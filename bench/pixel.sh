@@ -4,10 +4,10 @@
 # single-event scenario), in one run: events/s and p50/p99 at ack with wrk (-t2 -c32),
 # for single events and 50-event batches, with and without instance reuse, then peak RSS;
 # then the same core handler served natively (hyper, the same SQLite store and group
-# commit, no wasm) under the same load, for the wasm tax. Read the ratios; the machines
-# are noisy.
+# commit, no wasm) under the same load, for the wasm tax; then a sustained load on one
+# store, first run against last. Read the ratios; the machines are noisy.
 #
-#   bench/pixel.sh [seconds per run, default 10]
+#   bench/pixel.sh [seconds per run, default 10]     (SUSTAIN=n: runs of the sustained load)
 set -euo pipefail
 # Backtrace capture is a debugging setting (wasmtime builds an error each time a store
 # is dropped): measure what production runs.
@@ -105,6 +105,28 @@ for batch in 1 50; do
   echo "  peak RSS $(rss_mb) MB"
   kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
 done
+
+# Sustained load: one store through SUSTAIN runs in a row. The dedup marks pile up in one
+# B-tree, and once it outgrows the page cache each new mark costs a page of its own, read
+# and written twice (WAL, then checkpoint): throughput falls and p99 rises as it grows.
+SUSTAIN="${SUSTAIN:-6}"
+echo
+echo "sustained: one store, $SUSTAIN runs of ${DURATION}s in a row (first run -> last run)"
+sustained() { # mode batch
+  pixel_server env TIKTOK_EDGE_LOG=warn "$EDGE" up --listen 127.0.0.1:3911 --data-dir "$WORK/data" --runtime-config "$WORK/$1.toml"
+  local first last
+  for run in $(seq 1 "$SUSTAIN"); do
+    last=$(RUN="r$run-" PIXEL=$(cat "$WORK/pixel") BATCH=$2 measure "http://127.0.0.1:3911/pixel/events" bench/events.lua)
+    first=${first:-$last}
+  done
+  set -- "$1" "$2" $first $last
+  printf '  %-46s %s -> %s events/s, p99 %s -> %s ms; peak RSS %s MB, data %s\n' "batch $2, $1 instances:" \
+    "$(ev "$3" "$2")" "$(ev "$6" "$2")" "$5" "$8" "$(rss_mb)" "$(du -sh "$WORK/data" | cut -f1)"
+  kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
+}
+sustained plain 1
+sustained reuse 50
+
 echo
 mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b) / 2 }'; }
 for mode in plain reuse; do R[y$mode]=$(mean "${R[before$mode]}" "${R[after$mode]}"); done
