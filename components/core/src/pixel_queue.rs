@@ -11,6 +11,10 @@
 //!   never send the same events.
 //! - `dead/seq`, `dead/{n}`: dead letters, listed and replayable.
 //! - `dedup/{digest}`: when (pixel, event, event_id) was first accepted (48 h window).
+//!   The digest is the first 128 bits of a SHA-256, in base64url (22 characters): marks
+//!   are most of the store's keys, random ones, and a shorter key packs more of them in a
+//!   page. Marks written with the whole digest in hex (64 characters) before are still
+//!   retired by the digest they were logged with.
 //! - `marks/seq`, `marks/{n}`, `marks/done`: the marks of events that left the queue
 //!   (sent, or dead), in the order they left, to be deleted once their 48 h are over.
 //!   Marks are random keys the store cannot list by age, so without this log every
@@ -20,17 +24,26 @@
 //!   which saves every request a write of its own.
 
 use crate::ApiError;
-use crate::crypto::sha256_hex_of;
 use crate::kv::{KeyValue, get_json, update_json};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// TikTok's dedup window for (event_source_id, event, event_id) (§3.3).
 pub const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
 
 /// The dedup mark's name for (event, event_id).
 fn dedup_digest(event: &str, event_id: &str) -> String {
-    sha256_hex_of(&[event.as_bytes(), b"\0", event_id.as_bytes()])
+    let digest = Sha256::new()
+        .chain_update(event)
+        .chain_update(b"\0")
+        .chain_update(event_id)
+        .finalize();
+    // 128 bits: an accidental collision needs about 2^64 marks, an engineered one about as
+    // much work.
+    URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 /// One event waiting for TikTok: already validated, enriched and hashed.
@@ -513,6 +526,38 @@ mod tests {
             .first_sightings(&[("Purchase".to_string(), "c".to_string())], later)
             .unwrap();
         assert_eq!(fresh.fresh, [true]);
+    }
+
+    #[test]
+    fn marks_logged_with_the_whole_hex_digest_before_are_still_forgotten() {
+        let kv = MemoryKv::new();
+        let q = Queue::new(&kv, "px");
+        // What an earlier version left: a mark named by the whole SHA-256 in hex, and its
+        // log entry.
+        let old = crate::crypto::sha256_hex_of(&[b"Purchase", b"\0", b"a"]);
+        kv.set(&format!("pq/px/dedup/{old}"), b"5").unwrap();
+        kv.increment("pq/px/marks/seq", 1).unwrap();
+        let entry = RetiredMarks {
+            due: 5 + DEDUP_WINDOW_SECS + 1,
+            marks: vec![(old.clone(), 5)],
+        };
+        crate::kv::set_json(&kv, "pq/px/marks/00000000000000000001", &entry).unwrap();
+        // Marks now are shorter, and the two never meet.
+        let now = q.first_sightings(&[("Purchase", "a")], 6).unwrap();
+        assert_eq!(now.marks.len(), 1);
+        assert_eq!(
+            now.marks[0].0,
+            format!("pq/px/dedup/{}", dedup_digest("Purchase", "a"))
+        );
+        assert_eq!(dedup_digest("Purchase", "a").len(), 22);
+        assert_eq!(
+            q.forget_expired_marks(DEDUP_WINDOW_SECS + 10, 10).unwrap(),
+            None
+        );
+        assert!(
+            kv.dump().iter().all(|(k, _)| !k.contains("/dedup/")),
+            "the old mark was left behind"
+        );
     }
 
     #[test]
