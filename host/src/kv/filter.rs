@@ -24,12 +24,13 @@
 //! positives) it is rebuilt from a scan. Until the rebuild is done the old one goes on
 //! answering, correctly, just less often "absent".
 //!
-//! A filter is sized before its scan, so that the scan and the commits meanwhile fill it
-//! directly, and a build holds nothing per key but the filter's 2.5 bytes: sized for
-//! twice the keys the store may hold, which is the capacity of the full filter it
-//! replaces, or, for the first one, a count. (Builds used to collect the scan's hashes
-//! first, 8 bytes a key, and stopped filtering at 8M keys: a 50-event load then fell from
-//! about 45k to 31k events/s, two minutes in.)
+//! A build scans the table twice: a first scan counts the keys, the filter is sized for
+//! twice as many, and the second scan and the commits meanwhile fill it directly. So a
+//! build holds nothing per key but the filter's 2.5 bytes. (Builds used to collect the
+//! scan's hashes first, 8 bytes a key, and stopped filtering at 8M keys: a load of
+//! 50-event batches fell from about 42k to 31k events/s there, two minutes in. Sizing from
+//! the full filter being replaced, without a count, would grow it at every rebuild of a
+//! store whose size holds steady, as deleted keys stay in a filter.)
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,8 +64,6 @@ pub struct Bloom {
     words: Vec<AtomicU64>,
     /// Bits set so far, to know when it is too full to be useful.
     set_bits: AtomicUsize,
-    /// The keys it was sized for: about as many as it holds once full.
-    capacity: usize,
 }
 
 impl Bloom {
@@ -77,12 +76,7 @@ impl Bloom {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             set_bits: AtomicUsize::new(0),
-            capacity,
         }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     pub fn bytes(&self) -> usize {
@@ -193,13 +187,6 @@ impl KeyFilter {
             }
             None => false,
         }
-    }
-
-    /// How many keys the next filter must be sized for: the capacity of the one in use,
-    /// which is full when a build starts (it has taken in about that many keys, and the
-    /// store holds no more). `None` without a filter in use: count the keys.
-    pub fn expected_keys(&self) -> Option<usize> {
-        self.lock().active.as_ref().map(|b| b.capacity())
     }
 
     /// Starts a build into `bloom`, which commits add their keys to from now on. Call
@@ -328,10 +315,7 @@ mod tests {
         // Written while the scan runs: the scan may not see it.
         filter.add(filter.hashes([("s", "during")].into_iter()));
         assert!(filter.lookup().is_none(), "in use before the build is done");
-        assert_eq!(filter.expected_keys(), None, "no filter to size from");
         filter.finish_build();
-        // The next one is sized for as many keys as this one holds once full.
-        assert_eq!(filter.expected_keys(), Some(scanned.capacity()));
         let lookup = filter.lookup().expect("built");
         assert_eq!(lookup.presence("s", "before"), Presence::Maybe);
         assert_eq!(lookup.presence("s", "during"), Presence::Maybe);

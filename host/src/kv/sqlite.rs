@@ -807,18 +807,14 @@ impl Shared {
         max_keys: usize,
         scanned: &mut dyn FnMut(),
     ) -> rusqlite::Result<Built> {
-        let expected = match self.filter.expected_keys() {
-            Some(keys) => keys,
-            None => match self.scan_keys(conn, max_keys, &mut |_, _| {})? {
-                Scanned::Keys(keys) => keys,
-                Scanned::TooMany => return Ok(self.too_many_keys()),
-                Scanned::Closing => return Ok(Built::Closing),
-            },
+        // A first scan counts the keys, so the filter is sized before the second one fills
+        // it (see [`super::filter`]).
+        let counted = match self.scan_keys(conn, max_keys, &mut |_, _| {})? {
+            Scanned::Keys(keys) => keys,
+            Scanned::TooMany => return Ok(self.too_many_keys()),
+            Scanned::Closing => return Ok(Built::Closing),
         };
-        if expected > max_keys {
-            return Ok(self.too_many_keys());
-        }
-        let bloom = Arc::new(Bloom::for_keys(expected));
+        let bloom = Arc::new(Bloom::for_keys(counted));
         {
             // No commit is half done while the build registers.
             let _writer = lock(&self.writer);
@@ -1024,7 +1020,7 @@ impl Shared {
             let mut writer = lock(&self.writer);
             let held = Instant::now();
             // The keys are in the filter already, unless it was rebuilt from a scan of
-            // the table since: a build in progress records them here.
+            // the table since: a build in progress takes them too.
             self.filter_adds(added);
             let tx = writer.transaction()?;
             {
@@ -2301,7 +2297,7 @@ mod tests {
         assert!(found.iter().all(|(_, v)| v.is_some()));
         assert!(b.exists("s", "after").unwrap());
         assert_eq!(b.get("s", "never").unwrap(), None);
-        // Without a filter to size from, a build counts the keys first, and stops there.
+        // Without a filter, a build counts the keys first, and stops there.
         let built = b
             .shared
             .build_filter(&conn, SCAN_PAGE as usize, &mut || {})
@@ -2320,6 +2316,34 @@ mod tests {
         );
         assert!(!absent_in_filter(&b, "s", "after"));
         assert!(keys.iter().all(|k| !absent_in_filter(&b, "s", k)));
+    }
+
+    #[test]
+    fn a_store_whose_size_holds_steady_gets_a_filter_of_the_same_size_at_each_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = unfiltered(&dir);
+        let keys =
+            |prefix: &str| -> Vec<String> { (0..20_000).map(|i| format!("{prefix}{i}")).collect() };
+        let write = |keys: &[String]| {
+            let pairs: Vec<(String, Vec<u8>)> =
+                keys.iter().map(|k| (k.clone(), b"v".to_vec())).collect();
+            b.set_many("s", &pairs).unwrap();
+            b.shared.merge_round().unwrap();
+        };
+        write(&keys("old/"));
+        build_filter(&b, &mut || {});
+        let first = b.shared.filter.bytes().unwrap();
+        assert_eq!(first, Bloom::for_keys(20_000).bytes());
+        // Marks expire as new ones come: as many keys as before, all of them new.
+        b.delete_many("s", &keys("old/")).unwrap();
+        write(&keys("new/"));
+        build_filter(&b, &mut || {});
+        assert_eq!(
+            b.shared.filter.bytes(),
+            Some(first),
+            "sized for the deleted keys too"
+        );
+        assert!(keys("new/").iter().all(|k| !absent_in_filter(&b, "s", k)));
     }
 
     #[test]
