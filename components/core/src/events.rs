@@ -8,6 +8,7 @@
 use crate::json::{Json, Object};
 use crate::pii::{self, PiiError};
 use serde::Serialize;
+use std::fmt::Display;
 
 /// TikTok's standard web events (§3.5); any other name is a custom event. Sorted
 /// (byte order), for a binary search.
@@ -227,27 +228,30 @@ fn first_chars(s: &str, max: usize) -> &str {
     }
 }
 
-fn string(v: &Json, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+/// `field` names the field in a rejection, and is formatted only for one: most events are
+/// accepted, and a field name formatted for each of their fields was an allocation each.
+fn string(v: &Json, field: impl Display, max: usize) -> Result<Option<String>, Rejection> {
     match v {
         Json::Null => Ok(None),
-        Json::String(s) if longer_than(s, max) => {
-            Err(reject(field, format!("must be at most {max} characters")))
-        }
+        Json::String(s) if longer_than(s, max) => Err(reject(
+            field.to_string(),
+            format!("must be at most {max} characters"),
+        )),
         Json::String(s) if s.is_empty() => Ok(None),
         Json::String(s) => Ok(Some(s.to_string())),
         Json::Number(n) => Ok(Some(n.to_string())),
-        _ => Err(reject(field, "must be a string")),
+        _ => Err(reject(field.to_string(), "must be a string")),
     }
 }
 
-fn number(v: &Json, field: &str) -> Result<Option<f64>, Rejection> {
+fn number(v: &Json, field: impl Display) -> Result<Option<f64>, Rejection> {
     match v {
         Json::Null => Ok(None),
         Json::Number(n) => n
             .as_f64()
             .filter(|f| f.is_finite() && *f >= 0.0)
             .map(Some)
-            .ok_or_else(|| reject(field, "must be a number of at least 0")),
+            .ok_or_else(|| reject(field.to_string(), "must be a number of at least 0")),
         Json::String(s) => s
             .trim()
             .parse::<f64>()
@@ -256,11 +260,11 @@ fn number(v: &Json, field: &str) -> Result<Option<f64>, Rejection> {
             .map(Some)
             .ok_or_else(|| {
                 reject(
-                    field,
+                    field.to_string(),
                     "must be a number of at least 0 (no currency symbols or commas)",
                 )
             }),
-        _ => Err(reject(field, "must be a number")),
+        _ => Err(reject(field.to_string(), "must be a number")),
     }
 }
 
@@ -407,7 +411,7 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
     let body_user = object(get("user"), "user")?;
     let from_body = |k: &str, max: usize| -> Result<Option<String>, Rejection> {
         match body_user.and_then(|u| u.get(k)) {
-            Some(v) => string(v, &format!("user.{k}"), max),
+            Some(v) => string(v, format_args!("user.{k}"), max),
             None => Ok(None),
         }
     };
@@ -478,14 +482,20 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
                         ));
                     };
                     let g = |k: &str| c.get(k).unwrap_or(&null);
-                    let text = |k: &str| string(g(k), &field(k), MAX_STRING);
+                    let text = |k: &str| {
+                        string(
+                            g(k),
+                            format_args!("properties.contents[{i}].{k}"),
+                            MAX_STRING,
+                        )
+                    };
                     contents.push(Content {
                         content_id: text("content_id")?,
                         content_type: text("content_type")?,
                         content_name: text("content_name")?,
                         content_category: text("content_category")?,
                         brand: text("brand")?,
-                        price: number(g("price"), &field("price"))?,
+                        price: number(g("price"), format_args!("properties.contents[{i}].price"))?,
                         quantity: match g("quantity") {
                             Json::Null => None,
                             Json::Number(n) if n.as_u64().is_some_and(|q| q <= 1_000_000) => {
@@ -504,7 +514,7 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
             }
             _ => return Err(reject("properties.contents", "must be a list")),
         }
-        let text = |k: &str| string(f(k), &format!("properties.{k}"), MAX_STRING);
+        let text = |k: &str| string(f(k), format_args!("properties.{k}"), MAX_STRING);
         properties.description = text("description")?;
         properties.query = text("query")?;
         properties.search_string = text("search_string")?;
@@ -704,6 +714,17 @@ mod tests {
                 "properties.contents[0].quantity",
             ),
             (with("event", json!("<script>")), "event"),
+            (
+                with("properties", json!({"order_id": ["o1"]})),
+                "properties.order_id",
+            ),
+            (
+                with(
+                    "properties",
+                    json!({"contents": [{"content_id": "a"}, {"content_id": {"id": "b"}}]}),
+                ),
+                "properties.contents[1].content_id",
+            ),
         ];
         for (event, field) in cases {
             assert_eq!(refused(event.clone()).field, field, "{event}");
@@ -730,6 +751,11 @@ mod tests {
         assert_eq!(
             prepare(&bad, &Rules::default(), &server).unwrap_err().field,
             "user.ip"
+        );
+        let bad = json!({"event": "Lead", "event_id": "e", "user": {"user_agent": {"name": "UA"}}});
+        assert_eq!(
+            prepare(&bad, &Rules::default(), &server).unwrap_err().field,
+            "user.user_agent"
         );
     }
 
