@@ -72,9 +72,9 @@ const IDLE_READERS: usize = 8;
 /// the scan never holds the WAL back for long).
 const SCAN_PAGE: i64 = 10_000;
 /// Above this many keys the store goes unfiltered: a filter takes 2.5 bytes per key it is
-/// built for (80 MiB here, and the one it replaces half that until it is done). Every
-/// lookup then reads SQLite, as before the filter, and no new key is buffered; the count
-/// is checked again after [`UNFILTERED_RETRY`].
+/// built for (80 MiB here, and the one it replaces up to as much again until the build is
+/// done). Every lookup then reads SQLite, as before the filter, and no new key is
+/// buffered; the count is checked again after [`UNFILTERED_RETRY`].
 const MAX_FILTERED_KEYS: usize = 32 << 20;
 const UNFILTERED_RETRY: Duration = Duration::from_secs(600);
 /// A merge round starts once this many keys are buffered ...
