@@ -226,29 +226,37 @@ pub fn track(s: &mut State, token: &Token, p: &Params) -> Result<Reply, Reply> {
             .get("event_id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let duplicate = event_id.as_ref().is_some_and(|id| {
-            s.events.iter().any(|old| {
-                old.source_id == source_id
-                    && old.event == event
-                    && old.event_id.as_ref() == Some(id)
-                    && now.duration_since(old.received) <= DEDUP_WINDOW
-            })
-        });
-        s.events.push(StoredEvent {
+        let mut stored = StoredEvent {
             source: source.clone(),
             source_id: source_id.clone(),
             event,
             event_id,
             test_event_code: test_event_code.clone(),
-            duplicate,
+            duplicate: false,
             body: e.clone(),
             received: now,
-        });
+        };
+        if let Some(key) = stored.key() {
+            let (newest, count) = s.event_index.entry(key).or_insert((now, 0));
+            // Within the window of the newest stored copy: of any stored copy.
+            stored.duplicate = *count > 0 && now.duration_since(*newest) <= DEDUP_WINDOW;
+            *newest = now;
+            *count += 1;
+        }
+        s.events.push(stored);
     }
     // Keep memory bounded: the oldest events go first.
     if s.events.len() > MAX_STORED_EVENTS {
         let excess = s.events.len() - MAX_STORED_EVENTS;
-        s.events.drain(..excess);
+        for old in s.events.drain(..excess) {
+            let Some(key) = old.key() else { continue };
+            if let Some((_, count)) = s.event_index.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    s.event_index.remove(&key);
+                }
+            }
+        }
     }
     Ok(Reply::ok(json!({})))
 }
