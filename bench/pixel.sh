@@ -4,8 +4,10 @@
 # single-event scenario), in one run: events/s and p50/p99 at ack with wrk (-t2 -c32),
 # for single events and 50-event batches, with and without instance reuse, then peak RSS;
 # then the same core handler served natively (hyper, the same SQLite store and group
-# commit, no wasm) under the same load, for the wasm tax; then a sustained load on one
-# store, first run against last. Read the ratios; the machines are noisy.
+# commit, no wasm) under the same load, for the wasm tax; then 50-event batches with the
+# forwarder sending to the built-in mock meanwhile, and how fast the queue drains; then a
+# sustained load on one store, first run against last. Read the ratios; the machines are
+# noisy.
 #
 #   bench/pixel.sh [seconds per run, default 10]     (SUSTAIN=n: runs of the sustained load)
 set -euo pipefail
@@ -122,6 +124,41 @@ sustained() { # mode batch
     "$(ev "$3" "$2")" "$(ev "$6" "$2")" "$5" "$8" "$(rss_mb)" "$(du -sh "$WORK/data" | cut -f1)"
   kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
 }
+# Forwarding: the same 50-event load with the forwarder running against the built-in mock
+# (sandbox mode, the flush schedule every second), then until the queue is empty.
+forwarding() {
+  printf '[limits]\nmax_concurrent_requests = 64\n[component.pixel-collector]\nmax_instance_reuse = 1000\n[[schedule]]\nname = "flush"\npath = "/pixel/flush"\nevery_secs = 1\nheaders = { authorization = "Bearer {{ admin_token }}" }\n' > "$WORK/flush.toml"
+  rm -rf "$WORK/data" && mkdir -p "$WORK/data"
+  env -u SPIN_VARIABLE_TIKTOK_API_BASE_URL TIKTOK_EDGE_LOG=warn "$EDGE" up --listen 127.0.0.1:3911 --data-dir "$WORK/data" --runtime-config "$WORK/flush.toml" >"$WORK/up.log" 2>&1 &
+  echo $! > "$WORK/pid"
+  wait_for 127.0.0.1:3911 info/pixel-collector
+  local mock advertiser token code pixel stats started loaded
+  mock=$(grep -o "mock at http://[0-9.:]*" "$WORK/up.log" | awk '{print $3}')
+  advertiser=$(grep -o "demo advertiser [0-9]*" "$WORK/up.log" | awk '{print $3}')
+  token=$(curl -sf -d "{\"advertiser_ids\":[\"$advertiser\"]}" "$mock/_mock/tokens" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  code=$(curl -sf -H "Access-Token: $token" "$mock/open_api/v1.3/pixel/list/?advertiser_id=$advertiser" | grep -o '"pixel_code":"[A-Z0-9]*"' | head -1 | cut -d'"' -f4)
+  curl -sf -H "authorization: Bearer $ADMIN" -d '{"id":"bench"}' http://127.0.0.1:3911/v1/orgs >/dev/null
+  pixel=$(curl -sf -H "authorization: Bearer $ADMIN" -d "{\"pixel_code\":\"$code\",\"access_token\":\"$token\",\"default_country\":\"US\"}" \
+    http://127.0.0.1:3911/v1/orgs/bench/pixels | sed 's/.*"id":"\(px_[0-9a-f]*\)".*/\1/')
+  stats() { curl -sf -H "authorization: Bearer $ADMIN" "http://127.0.0.1:3911/v1/orgs/bench/pixels/$pixel/stats"; }
+  started=$(date +%s.%N)
+  m=$(PIXEL=$pixel BATCH=50 measure "http://127.0.0.1:3911/pixel/events" bench/events.lua)
+  loaded=$(date +%s.%N)
+  row "forwarding to the mock meanwhile, batch 50" "$m" "$(ev "${m%% *}" 50)"
+  local delivered_at_load
+  delivered_at_load=$(stats | sed 's/.*"delivered":\([0-9]*\).*/\1/')
+  for _ in $(seq 1 600); do
+    stats | grep -q '"pending":0,' && break
+    sleep 0.5
+  done
+  stats=$(stats)
+  awk -v a="$started" -v b="$loaded" -v c="$(date +%s.%N)" -v d1="$delivered_at_load" \
+      -v d="$(echo "$stats" | sed 's/.*"delivered":\([0-9]*\).*/\1/')" -v p="$(echo "$stats" | sed 's/.*"pending":\([0-9]*\).*/\1/')" \
+      'BEGIN { printf "  delivered to the mock: %.0f events/s during the load, %.0f/s after it (%d events, %d left pending)\n", d1 / (b - a), (d - d1) / (c - b), d, p }'
+  kill "$(cat "$WORK/pid")"; wait 2>/dev/null || true
+}
+forwarding
+
 if [ "$SUSTAIN" -gt 0 ]; then
   printf '\nsustained: one store, %s runs of %ss in a row (first run -> last run)\n' "$SUSTAIN" "$DURATION"
   sustained plain 1
