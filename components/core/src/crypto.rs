@@ -25,21 +25,22 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// The SHA-256 of the parts, one after the other, in lowercase hex.
-pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
+/// The SHA-256 of the parts, one after the other, without joining them first.
+pub fn sha256_of(parts: &[&[u8]]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part);
     }
-    let mut hex = [0u8; 64];
-    // Into a buffer at once: `hex::encode` builds the string a char at a time, and a
-    // digest is taken three times per event on the pixel hot path.
-    hex::encode_to_slice(hasher.finalize(), &mut hex).expect("64 hex digits for 32 bytes");
-    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
+    hasher.finalize().into()
 }
 
+/// The SHA-256 of `data` in lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
-    sha256_hex_of(&[data])
+    let mut hex = [0u8; 64];
+    // Into a buffer at once: `hex::encode` builds the string a char at a time, and
+    // personal data is hashed up to three times per event on the pixel hot path.
+    hex::encode_to_slice(sha256(data), &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -72,6 +73,13 @@ mod tests {
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn sha256_matches_fips_180_2_and_parts_hash_as_joined() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        assert_eq!(hex::encode(sha256_of(&[b"a", b"", b"bc"])), abc);
     }
 
     #[test]

@@ -29,18 +29,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// TikTok's dedup window for (event_source_id, event, event_id) (§3.3).
 pub const DEDUP_WINDOW_SECS: i64 = 48 * 3600;
 
 /// The dedup mark's name for (event, event_id).
 fn dedup_digest(event: &str, event_id: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(event)
-        .chain_update(b"\0")
-        .chain_update(event_id)
-        .finalize();
+    let digest = crate::crypto::sha256_of(&[event.as_bytes(), b"\0", event_id.as_bytes()]);
     // 128 bits: an accidental collision needs about 2^64 marks, an engineered one about as
     // much work.
     URL_SAFE_NO_PAD.encode(&digest[..16])
@@ -534,7 +529,7 @@ mod tests {
         let q = Queue::new(&kv, "px");
         // What an earlier version left: a mark named by the whole SHA-256 in hex, and its
         // log entry.
-        let old = crate::crypto::sha256_hex_of(&[b"Purchase", b"\0", b"a"]);
+        let old = crate::crypto::sha256_hex(b"Purchase\0a");
         kv.set(&format!("pq/px/dedup/{old}"), b"5").unwrap();
         kv.increment("pq/px/marks/seq", 1).unwrap();
         let entry = RetiredMarks {
