@@ -274,11 +274,13 @@ fn hashed(
     field: &str,
     hash: impl Fn(&str) -> Result<String, PiiError>,
 ) -> Result<Option<Hashed>, Rejection> {
-    let one = |s: &str, field: &str| hash(s).map_err(|e| reject(field, e.to_string()));
+    let one = |s: &str, field: &dyn Display| {
+        hash(s).map_err(|e| reject(field.to_string(), e.to_string()))
+    };
     match v {
         Json::Null => Ok(None),
         Json::String(s) if s.trim().is_empty() => Ok(None),
-        Json::String(s) => Ok(Some(Hashed::One(one(s, field)?))),
+        Json::String(s) => Ok(Some(Hashed::One(one(s, &field)?))),
         Json::Array(items) if items.len() > 10 => Err(reject(field, "at most 10 values")),
         Json::Array(items) => {
             let mut out = Vec::new();
@@ -286,7 +288,7 @@ fn hashed(
                 let Json::String(s) = item else {
                     return Err(reject(format!("{field}[{i}]"), "must be a string"));
                 };
-                out.push(one(s, &format!("{field}[{i}]"))?);
+                out.push(one(s, &format_args!("{field}[{i}]"))?);
             }
             Ok((!out.is_empty()).then_some(Hashed::Many(out)))
         }
@@ -377,7 +379,8 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
 
     // user
     let mut user = User::default();
-    if let Some(u) = object(get("user"), "user")? {
+    let body_user = object(get("user"), "user")?;
+    if let Some(u) = body_user {
         let f = |k: &str| u.get(k).unwrap_or(&null);
         let country = rules.default_country.as_deref();
         user.email = hashed(f("email"), "user.email", pii::hash_email)?;
@@ -408,7 +411,6 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
     }
     // The request's own IP and user agent win; server-side senders (no request context)
     // pass the shopper's in `user`.
-    let body_user = object(get("user"), "user")?;
     let from_body = |k: &str, max: usize| -> Result<Option<String>, Rejection> {
         match body_user.and_then(|u| u.get(k)) {
             Some(v) => string(v, format_args!("user.{k}"), max),
@@ -474,7 +476,6 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
             Json::Array(items) => {
                 let mut contents = Vec::new();
                 for (i, item) in items.iter().enumerate() {
-                    let field = |k: &str| format!("properties.contents[{i}].{k}");
                     let Json::Object(c) = item else {
                         return Err(reject(
                             format!("properties.contents[{i}]"),
@@ -503,7 +504,7 @@ pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rej
                             }
                             _ => {
                                 return Err(reject(
-                                    field("quantity"),
+                                    format!("properties.contents[{i}].quantity"),
                                     "must be a whole number up to 1000000",
                                 ));
                             }
@@ -685,6 +686,10 @@ mod tests {
             (with("event_time", json!(1_600_000_000)), "event_time"),
             (with("event_time", json!("yesterday")), "event_time"),
             (with("user", json!({"email": "nope"})), "user.email"),
+            (
+                with("user", json!({"email": ["a@example.com", "nope"]})),
+                "user.email[1]",
+            ),
             (
                 with("user", json!({"phone": ["+12133734253", 5]})),
                 "user.phone[1]",
