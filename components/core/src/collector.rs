@@ -9,7 +9,6 @@ use crate::ApiError;
 use crate::crypto::{random_bytes, random_token};
 use crate::env::Env;
 use crate::events::{self, Context};
-use crate::gap;
 use crate::json::Json;
 use crate::kv::IdIndex;
 use crate::lease;
@@ -234,7 +233,15 @@ pub fn flush(env: &Env) -> Result<FlushReport, ApiError> {
         };
         let queue = Queue::new(env.kv, &pixel.id);
         let head = queue.head()?;
-        let nothing_to_send = queue.tail()? < head.next || head.retry_at > env.now;
+        let tail = queue.tail()?;
+        // Noted before the lease, so the wait for writers that died runs even while a
+        // flush that died with them still holds it (see `crate::gap`).
+        let skippable = if tail >= head.next {
+            queue.sight(env.now, tail, GAP_SECS)?
+        } else {
+            None
+        };
+        let nothing_to_send = tail < head.next || head.retry_at > env.now;
         if nothing_to_send && !head.marks_are_due(env.now) {
             continue;
         }
@@ -243,18 +250,21 @@ pub fn flush(env: &Env) -> Result<FlushReport, ApiError> {
             report.busy += 1;
             continue;
         }
-        let result = flush_pixel(env, &pixel, &queue, &owner, &mut report);
+        let result = flush_pixel(env, &pixel, &queue, &owner, skippable, &mut report);
         release_lease(env, &pixel.id, &owner)?;
         result?;
     }
     Ok(report)
 }
 
+/// Sends up to [`BATCHES_PER_FLUSH`] batches of the pixel's queue; an empty slot is
+/// skipped when it is at most `skippable`.
 fn flush_pixel(
     env: &Env,
     pixel: &Pixel,
     queue: &Queue,
     owner: &str,
+    skippable: Option<u64>,
     report: &mut FlushReport,
 ) -> Result<(), ApiError> {
     let batch_size: u64 = if pixel.test_event_code.is_some() {
@@ -278,27 +288,17 @@ fn flush_pixel(
             .map_while(|(slot, e)| e.clone().map(|e| (*slot, e)))
             .collect();
         if present.is_empty() {
-            // An empty slot: a writer still storing, or one that died before acking.
-            let watched = head.gap;
-            match gap::empty_slot(&mut head.gap, head.next, tail, env.now, GAP_SECS) {
-                gap::Verdict::Wait => {
-                    // Stored only when a new gap starts being watched, not on every flush.
-                    if head.gap != watched {
-                        queue.set_head(&head)?;
-                    }
-                    return Ok(());
-                }
-                gap::Verdict::Skip => {
-                    // All of a dead request's slots at once, up to the gap's tail.
-                    let covered = head.gap.map_or(head.next, |g| g.tail);
-                    let empty = slots
-                        .iter()
-                        .take_while(|(slot, e)| e.is_none() && *slot <= covered)
-                        .count() as u64;
-                    head.next += empty.max(1);
-                    gap::moved_to(&mut head.gap, head.next);
-                }
-            }
+            // An empty slot: a writer still storing (wait for it), or one that died before
+            // acking. Once handed out long enough ago, it is skipped with every empty slot
+            // after it that is as old: all of a dead request's slots at once.
+            let Some(skippable) = skippable.filter(|s| head.next <= *s) else {
+                return Ok(());
+            };
+            let empty = slots
+                .iter()
+                .take_while(|(slot, e)| e.is_none() && *slot <= skippable)
+                .count() as u64;
+            head.next += empty;
             queue.set_head(&head)?;
             continue;
         }
@@ -332,7 +332,6 @@ fn flush_pixel(
                 head.marks_retired(queue.retire_marks(&events)?);
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
-                gap::moved_to(&mut head.gap, head.next);
                 head.attempts = 0;
                 head.retry_at = 0;
                 head.last_error = None;
@@ -388,7 +387,6 @@ fn flush_pixel(
                 }
                 queue.remove(&slots)?;
                 head.next = slots.last().expect("a batch has events") + 1;
-                gap::moved_to(&mut head.gap, head.next);
                 head.attempts = 0;
                 head.retry_at = 0;
                 queue.set_head(&head)?;
@@ -763,6 +761,24 @@ mod tests {
             flush(&t.env()).unwrap().delivered,
             2,
             "every acknowledged event goes after the one wait"
+        );
+    }
+
+    #[test]
+    fn a_crash_that_also_kills_the_flush_costs_one_wait_not_two() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        // A crash: a 2-event request died (slots 1-2), one was stored (3), and the flush
+        // died holding the pixel's lease.
+        t.kv.increment(&format!("pq/{}/seq", p.id), 2).unwrap();
+        ingest(&t.env(), &p, &events(1, "a"), &ctx(&t)).unwrap();
+        assert!(take_lease(&t.env(), &p.id, "dead-flush").unwrap());
+        assert_eq!(flush(&t.env()).unwrap().busy, 1);
+        t.now.set(t.now.get() + LEASE_SECS.max(GAP_SECS) + 1);
+        assert_eq!(
+            flush(&t.env()).unwrap().delivered,
+            1,
+            "the dead writers' slots aged while the dead flush's lease ran out"
         );
     }
 

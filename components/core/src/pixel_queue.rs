@@ -5,6 +5,7 @@
 //!   atomic increment, then writes them with one batch write *before* it answers, so an
 //!   acknowledged event is stored. A writer that dies between the two leaves empty slots
 //!   it never acknowledged; the forwarder skips such a gap once it is old.
+//! - `seen`: when `seq` was seen where, which tells how old a gap is (see [`crate::gap`]).
 //! - `e/{slot}`: one queued event (`QueuedEvent`), deleted once TikTok took it.
 //! - `head`: the forwarder's position (`Head`), changed only under the lease.
 //! - `lease`: who is flushing this pixel, until when (compare-and-swap), so two flushes
@@ -71,9 +72,6 @@ pub struct Head {
     pub attempts: u32,
     /// Do not try before this time (backoff).
     pub retry_at: i64,
-    /// The empty slot being waited on (a writer in flight, or one that died).
-    #[serde(default)]
-    pub gap: Option<crate::gap::Gap>,
     pub last_error: Option<String>,
     /// When the oldest retired marks are due to be forgotten (`None`: none waiting).
     #[serde(default)]
@@ -203,6 +201,12 @@ impl<'a> Queue<'a> {
     /// The last slot handed out (0 when none).
     pub fn tail(&self) -> Result<u64, ApiError> {
         Ok(self.kv.increment(&self.key("seq"), 0)?.max(0) as u64)
+    }
+
+    /// Notes that the last slot handed out at `now` is `tail`; returns the last slot that
+    /// may be skipped if empty (see [`crate::gap::sight`]).
+    pub fn sight(&self, now: i64, tail: u64, wait_secs: i64) -> Result<Option<u64>, ApiError> {
+        crate::gap::sight(self.kv, &self.key("seen"), now, tail, wait_secs)
     }
 
     pub fn head(&self) -> Result<Head, ApiError> {

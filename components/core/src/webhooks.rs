@@ -15,6 +15,8 @@
 //! - `d/{id}`: the delivery record (raw body, parsed form, status, outcome);
 //! - `seq`, `log/{n}`: the arrival log, which processing and listings walk;
 //! - `head`: how far processing got; `lease`: who is processing (see [`crate::lease`]);
+//! - `seen`: when the log's tail was seen where, to tell dead receivers' empty slots
+//!   (see [`crate::gap`]);
 //! - `dead`: ids of deliveries that failed to process; `stats/{name}`: counters.
 //!
 //! Deliveries are attributed to organizations while being processed (through the
@@ -555,9 +557,6 @@ fn duplicate(env: &Env, app: &WebhookApp, mut existing: Delivery) -> Result<Rece
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Head {
     next: u64,
-    /// The empty slot being waited on.
-    #[serde(default)]
-    gap: Option<gap::Gap>,
 }
 
 /// What one processing run did.
@@ -580,22 +579,33 @@ pub fn process(env: &Env) -> Result<ProcessReport, ApiError> {
     let owner = random_token::<12>()?;
     for app in apps(env)? {
         report.apps += 1;
+        // Noted before the lease, so the wait for receivers that died runs even while a
+        // run that died with them still holds it (see `crate::gap`).
+        let tail = env.kv.increment(&key(&app.name, "seq"), 0)?.max(0) as u64;
+        let skippable = gap::sight(env.kv, &key(&app.name, "seen"), env.now, tail, GAP_SECS)?;
         let lease_key = key(&app.name, "lease");
         if !lease::take(env.kv, &lease_key, &owner, env.now, LEASE_SECS)? {
             report.busy += 1;
             continue;
         }
-        let result = process_app(env, &app.name, &mut report);
+        let result = process_app(env, &app.name, tail, skippable, &mut report);
         lease::release(env.kv, &lease_key, &owner)?;
         result?;
     }
     Ok(report)
 }
 
-fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), ApiError> {
+/// Processes the log's slots from the head up to `tail`; an empty slot is skipped when
+/// it is at most `skippable`.
+fn process_app(
+    env: &Env,
+    app: &str,
+    tail: u64,
+    skippable: Option<u64>,
+    report: &mut ProcessReport,
+) -> Result<(), ApiError> {
     let head_key = key(app, "head");
-    let mut head = get_json::<Head>(env.kv, &head_key)?.unwrap_or(Head { next: 1, gap: None });
-    let tail = env.kv.increment(&key(app, "seq"), 0)?.max(0) as u64;
+    let mut head = get_json::<Head>(env.kv, &head_key)?.unwrap_or(Head { next: 1 });
     let last = tail.min(head.next + PER_RUN - 1);
     if head.next > last {
         return Ok(());
@@ -604,15 +614,11 @@ fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), A
     let ids = env.kv.get_many(&slots)?;
     for (n, id) in (head.next..=last).zip(ids) {
         match id {
-            None => {
-                // A receiver between taking the slot and logging: wait for it, unless it
-                // has been empty so long that the receiver must have died (unanswered, so
-                // TikTok sends the delivery again and it gets a new slot).
-                if gap::empty_slot(&mut head.gap, n, tail, env.now, GAP_SECS) == gap::Verdict::Wait
-                {
-                    break;
-                }
-            }
+            // A receiver between taking the slot and logging: wait for it, unless the slot
+            // was handed out so long ago that the receiver must have died (unanswered, so
+            // TikTok sends the delivery again and it gets a new slot).
+            None if skippable.is_none_or(|s| n > s) => break,
+            None => {}
             Some(id) if id.is_empty() => {}
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
@@ -628,7 +634,6 @@ fn process_app(env: &Env, app: &str, report: &mut ProcessReport) -> Result<(), A
             }
         }
         head.next = n + 1;
-        gap::moved_to(&mut head.gap, head.next);
     }
     set_json(env.kv, &head_key, &head)
 }
@@ -1466,6 +1471,29 @@ mod tests {
             process(&t.env()).unwrap().processed,
             1,
             "both dead slots are skipped after the one wait"
+        );
+    }
+
+    #[test]
+    fn a_crash_that_also_kills_the_processing_run_costs_one_wait_not_two() {
+        let t = test_env();
+        let env = t.env();
+        let app = app(&env, "app-1").unwrap();
+        for user in ["u1", "u2", "u3"] {
+            let b = body("tiktok.ping", user, "{}");
+            receive(&env, &app, Some(&signed(&t, "app-secret", &b)), &b).unwrap();
+        }
+        // The crash: two receivers died before logging, and so did the run processing
+        // the log, holding its lease.
+        env.kv.delete(&log_key("app-1", 1)).unwrap();
+        env.kv.delete(&log_key("app-1", 2)).unwrap();
+        assert!(lease::take(env.kv, "wh/app-1/lease", "dead-run", env.now, LEASE_SECS).unwrap());
+        assert_eq!(process(&env).unwrap().busy, 1);
+        t.now.set(t.now.get() + LEASE_SECS.max(GAP_SECS) + 1);
+        assert_eq!(
+            process(&t.env()).unwrap().processed,
+            1,
+            "the dead receivers' slots aged while the dead run's lease ran out"
         );
     }
 
