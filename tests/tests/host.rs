@@ -351,8 +351,10 @@ fn futures_stream(
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), APP, |_| {}).await.unwrap();
-    let slow = tokio::spawn(reqwest::get(s.url("/app/sleep?ms=400")));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Stopped half a second in (time enough to arrive on a busy CI machine), a second
+    // before it answers.
+    let slow = tokio::spawn(reqwest::get(s.url("/app/sleep?ms=1500")));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let addr = s.addr;
     s.stop().await;
     let r = slow.await.unwrap().unwrap();
