@@ -61,6 +61,18 @@ fn up(data: &Path, mock: &str) -> (Child, String) {
     (child, addr)
 }
 
+/// `GET url` as the admin, the answer's JSON body.
+async fn admin_get(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -240,15 +252,7 @@ async fn creator_connection(http: &reqwest::Client, base: &str, org: &str) -> St
         .to_string();
     let done = no_redirects.get(callback).send().await.unwrap();
     assert_eq!(done.status(), 200);
-    let list: Value = http
-        .get(format!("{base}/v1/orgs/{org}/connections"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = admin_get(http, format!("{base}/v1/orgs/{org}/connections")).await;
     list["connections"][0]["open_id"]
         .as_str()
         .unwrap()
@@ -321,18 +325,14 @@ async fn acknowledged_webhooks_survive_kill_9_and_are_processed_once() {
         let mut ids = Vec::new();
         let mut cursor: Option<u64> = None;
         loop {
-            let page: Value = http
-                .get(format!(
+            let page = admin_get(
+                &http,
+                format!(
                     "{base}/v1/orgs/acme/webhooks/deliveries?limit=200{}",
                     cursor.map_or(String::new(), |c| format!("&cursor={c}"))
-                ))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                ),
+            )
+            .await;
             for d in page["deliveries"].as_array().unwrap() {
                 ids.push((
                     d["id"].as_str().unwrap().to_string(),
@@ -358,18 +358,11 @@ async fn acknowledged_webhooks_survive_kill_9_and_are_processed_once() {
     // What the app's own record says about each missing one (stored? its log slot, status).
     let mut records = Vec::new();
     for id in &missing {
-        let record: Value = http
-            .get(format!(
-                "{base}/webhooks/apps/{}/deliveries/{id}",
-                config.app_id
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = admin_get(
+            &http,
+            format!("{base}/webhooks/apps/{}/deliveries/{id}", config.app_id),
+        )
+        .await;
         records.push(json!({
             "id": id,
             "seq": record["seq"],

@@ -1449,18 +1449,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn receivers_killed_together_cost_one_wait_not_one_each() {
-        let t = test_env();
+    /// Three deliveries stored, as a crash leaves them: the first two receivers died
+    /// before logging, the third answered.
+    fn two_receivers_killed(t: &TestEnv) {
         let env = t.env();
         let app = app(&env, "app-1").unwrap();
         for user in ["u1", "u2", "u3"] {
             let b = body("tiktok.ping", user, "{}");
-            receive(&env, &app, Some(&signed(&t, "app-secret", &b)), &b).unwrap();
+            receive(&env, &app, Some(&signed(t, "app-secret", &b)), &b).unwrap();
         }
-        // A crash: the first two receivers died before logging, the third answered.
         env.kv.delete(&log_key("app-1", 1)).unwrap();
         env.kv.delete(&log_key("app-1", 2)).unwrap();
+    }
+
+    #[test]
+    fn receivers_killed_together_cost_one_wait_not_one_each() {
+        let t = test_env();
+        two_receivers_killed(&t);
+        let env = t.env();
         assert_eq!(
             process(&env).unwrap().processed,
             0,
@@ -1477,16 +1483,9 @@ mod tests {
     #[test]
     fn a_crash_that_also_kills_the_processing_run_costs_one_wait_not_two() {
         let t = test_env();
+        two_receivers_killed(&t);
+        // The run processing the log died too, holding its lease.
         let env = t.env();
-        let app = app(&env, "app-1").unwrap();
-        for user in ["u1", "u2", "u3"] {
-            let b = body("tiktok.ping", user, "{}");
-            receive(&env, &app, Some(&signed(&t, "app-secret", &b)), &b).unwrap();
-        }
-        // The crash: two receivers died before logging, and so did the run processing
-        // the log, holding its lease.
-        env.kv.delete(&log_key("app-1", 1)).unwrap();
-        env.kv.delete(&log_key("app-1", 2)).unwrap();
         assert!(lease::take(env.kv, "wh/app-1/lease", "dead-run", env.now, LEASE_SECS).unwrap());
         assert_eq!(process(&env).unwrap().busy, 1);
         t.now.set(t.now.get() + LEASE_SECS.max(GAP_SECS) + 1);
