@@ -237,7 +237,7 @@ pub fn flush(env: &Env) -> Result<FlushReport, ApiError> {
         // Noted before the lease, so the wait for writers that died runs even while a
         // flush that died with them still holds it (see `crate::gap`).
         let skippable = if tail >= head.next {
-            queue.sight(env.now, tail, GAP_SECS)?
+            queue.note_tail(env.now, tail, GAP_SECS)?
         } else {
             None
         };

@@ -19,17 +19,17 @@ use crate::ApiError;
 use crate::kv::KeyValue;
 use serde::{Deserialize, Serialize};
 
-/// Sightings kept at most. Runs note one per second at most and those older than the
+/// TailTimes kept at most. Runs note one per second at most and those older than the
 /// wait are pruned, so this only binds when the wait is long; dropping the oldest is
 /// safe (the slots they covered count from a later sighting: a longer wait).
-const MAX_SIGHTINGS: usize = 64;
+const MAX_TAIL_TIMES: usize = 64;
 
 /// Times at which a log's tail was seen, oldest first: `(unix seconds, last slot handed
 /// out)`, both strictly increasing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sightings(Vec<(i64, u64)>);
+pub struct TailTimes(Vec<(i64, u64)>);
 
-impl Sightings {
+impl TailTimes {
     /// Notes that at `now` the last slot handed out was `tail`, and prunes what the wait
     /// no longer needs. Returns whether anything changed.
     pub fn note(&mut self, now: i64, tail: u64, wait_secs: i64) -> bool {
@@ -48,8 +48,8 @@ impl Sightings {
             self.0.drain(..ripe);
             changed = true;
         }
-        if self.0.len() > MAX_SIGHTINGS {
-            let extra = self.0.len() - MAX_SIGHTINGS;
+        if self.0.len() > MAX_TAIL_TIMES {
+            let extra = self.0.len() - MAX_TAIL_TIMES;
             self.0.drain(..extra);
             changed = true;
         }
@@ -72,10 +72,10 @@ impl Sightings {
 const NOTE_ATTEMPTS: usize = 4;
 
 /// Notes at `key` that at `now` the log's last slot handed out is `tail`; returns the last
-/// slot that may be skipped if empty (see [`Sightings::skippable_through`]). Safe to call
+/// slot that may be skipped if empty (see [`TailTimes::skippable_through`]). Safe to call
 /// from concurrent runs, with or without the log's lease. An unreadable record is
 /// replaced: it only delays skipping.
-pub fn sight(
+pub fn note_tail(
     kv: &dyn KeyValue,
     key: &str,
     now: i64,
@@ -85,7 +85,7 @@ pub fn sight(
     let mut skippable = None;
     for _ in 0..NOTE_ATTEMPTS {
         let current = kv.get(key)?;
-        let mut sightings: Sightings = current
+        let mut sightings: TailTimes = current
             .as_deref()
             .and_then(|bytes| serde_json::from_slice(bytes).ok())
             .unwrap_or_default();
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn one_wait_covers_every_slot_handed_out_before_the_sighting() {
-        let mut s = Sightings::default();
+        let mut s = TailTimes::default();
         s.note(100, 9, 30);
         assert_eq!(s.skippable_through(129, 30), None, "still fresh");
         assert_eq!(s.skippable_through(130, 30), Some(9));
@@ -124,40 +124,40 @@ mod tests {
 
     #[test]
     fn sightings_stay_few_and_never_make_a_slot_look_older() {
-        let mut s = Sightings::default();
+        let mut s = TailTimes::default();
         assert!(s.note(100, 5, 30));
         assert!(!s.note(101, 5, 30), "the tail did not move");
         assert!(s.note(101, 7, 30));
         assert!(s.note(101, 8, 30), "the same second: one sighting");
-        assert_eq!(s, Sightings(vec![(100, 5), (101, 8)]));
+        assert_eq!(s, TailTimes(vec![(100, 5), (101, 8)]));
         for t in 102..1000 {
             s.note(t, t as u64, 30);
             assert!(s.0.len() <= 32, "pruned to the wait's span: {}", s.0.len());
         }
         assert_eq!(s.skippable_through(999, 30), Some(969));
         // A long wait: capped, the oldest dropped, so old slots count from later.
-        let mut s = Sightings::default();
+        let mut s = TailTimes::default();
         for t in 0..100 {
             s.note(t, t as u64 + 1, 1_000);
         }
-        assert_eq!(s.0.len(), MAX_SIGHTINGS);
+        assert_eq!(s.0.len(), MAX_TAIL_TIMES);
         assert_eq!(s.skippable_through(1_036, 1_000), Some(37));
         assert_eq!(s.skippable_through(1_035, 1_000), None);
         // A run whose clock is behind another's does not move a sighting earlier.
-        let mut s = Sightings(vec![(200, 5)]);
+        let mut s = TailTimes(vec![(200, 5)]);
         s.note(190, 9, 30);
-        assert_eq!(s, Sightings(vec![(200, 9)]));
+        assert_eq!(s, TailTimes(vec![(200, 9)]));
     }
 
     #[test]
-    fn sight_stores_and_recovers_from_an_unreadable_record() {
+    fn note_tail_stores_and_recovers_from_an_unreadable_record() {
         let kv = MemoryKv::new();
-        assert_eq!(sight(&kv, "seen", 100, 3, 30).unwrap(), None);
-        assert_eq!(sight(&kv, "seen", 120, 6, 30).unwrap(), None);
-        assert_eq!(sight(&kv, "seen", 130, 6, 30).unwrap(), Some(3));
-        assert_eq!(sight(&kv, "seen", 150, 8, 30).unwrap(), Some(6));
+        assert_eq!(note_tail(&kv, "seen", 100, 3, 30).unwrap(), None);
+        assert_eq!(note_tail(&kv, "seen", 120, 6, 30).unwrap(), None);
+        assert_eq!(note_tail(&kv, "seen", 130, 6, 30).unwrap(), Some(3));
+        assert_eq!(note_tail(&kv, "seen", 150, 8, 30).unwrap(), Some(6));
         kv.set("seen", b"not json").unwrap();
-        assert_eq!(sight(&kv, "seen", 160, 9, 30).unwrap(), None);
-        assert_eq!(sight(&kv, "seen", 190, 9, 30).unwrap(), Some(9));
+        assert_eq!(note_tail(&kv, "seen", 160, 9, 30).unwrap(), None);
+        assert_eq!(note_tail(&kv, "seen", 190, 9, 30).unwrap(), Some(9));
     }
 }

@@ -204,9 +204,9 @@ impl<'a> Queue<'a> {
     }
 
     /// Notes that the last slot handed out at `now` is `tail`; returns the last slot that
-    /// may be skipped if empty (see [`crate::gap::sight`]).
-    pub fn sight(&self, now: i64, tail: u64, wait_secs: i64) -> Result<Option<u64>, ApiError> {
-        crate::gap::sight(self.kv, &self.key("seen"), now, tail, wait_secs)
+    /// may be skipped if empty (see [`crate::gap::note_tail`]).
+    pub fn note_tail(&self, now: i64, tail: u64, wait_secs: i64) -> Result<Option<u64>, ApiError> {
+        crate::gap::note_tail(self.kv, &self.key("seen"), now, tail, wait_secs)
     }
 
     pub fn head(&self) -> Result<Head, ApiError> {

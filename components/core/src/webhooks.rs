@@ -582,7 +582,7 @@ pub fn process(env: &Env) -> Result<ProcessReport, ApiError> {
         // Noted before the lease, so the wait for receivers that died runs even while a
         // run that died with them still holds it (see `crate::gap`).
         let tail = env.kv.increment(&key(&app.name, "seq"), 0)?.max(0) as u64;
-        let skippable = gap::sight(env.kv, &key(&app.name, "seen"), env.now, tail, GAP_SECS)?;
+        let skippable = gap::note_tail(env.kv, &key(&app.name, "seen"), env.now, tail, GAP_SECS)?;
         let lease_key = key(&app.name, "lease");
         if !lease::take(env.kv, &lease_key, &owner, env.now, LEASE_SECS)? {
             report.busy += 1;
