@@ -92,8 +92,9 @@ impl App {
         })?;
         let backend: Arc<dyn KeyValueBackend> = match options.key_value {
             Some(b) => b,
-            None => Arc::new(SqliteBackend::open(
+            None => Arc::new(SqliteBackend::open_with_options(
                 &options.data_dir.join("key-value.sqlite"),
+                &options.runtime_config.key_value,
             )?),
         };
 

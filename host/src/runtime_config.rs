@@ -9,6 +9,10 @@
 //! max_concurrent_requests = 512   # beyond this, requests wait
 //! max_connections = 4096          # beyond this, connections wait to be accepted
 //!
+//! [key_value]                     # the embedded SQLite store
+//! write_buffer_keys = 1835008     # new small keys (dedup marks) held in memory before
+//!                                 # they are merged into the table, ~160 bytes each; 0: off
+//!
 //! [component.pixel-collector]
 //! max_instance_reuse = 128        # requests one instance serves before it is replaced
 //! max_concurrent_reuse = 16       # concurrent requests per instance (wasi:http 0.3 only)
@@ -24,6 +28,7 @@
 //! headers = { authorization = "Bearer {{ admin_token }}" }
 //! ```
 
+use crate::kv::sqlite::SqliteOptions;
 use crate::scheduler::Schedule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,6 +40,9 @@ use std::time::Duration;
 pub struct RuntimeConfig {
     #[serde(default)]
     pub limits: Limits,
+    /// The embedded SQLite store's settings (unused when an embedder brings its own).
+    #[serde(default)]
+    pub key_value: SqliteOptions,
     #[serde(default)]
     pub component: BTreeMap<String, ComponentSettings>,
     /// Routes the host calls on a timer (see [`crate::scheduler`]).
@@ -197,6 +205,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_request_body_bytes, 10);
         assert_eq!(c.component("a").max_concurrent_reuse, 16);
+    }
+
+    #[test]
+    fn reads_the_stores_write_buffer_size_and_refuses_a_negative_one() {
+        let c = RuntimeConfig::parse("rc.toml", "").unwrap();
+        assert_eq!(c.key_value.write_buffer_keys, 1_835_008);
+        let c = RuntimeConfig::parse(
+            "rc.toml",
+            "[key_value]
+write_buffer_keys = 0
+",
+        )
+        .unwrap();
+        assert_eq!(c.key_value.write_buffer_keys, 0);
+        for bad in ["write_buffer_keys = -1", "write_buffer = 5"] {
+            let e = RuntimeConfig::parse("rc.toml", &format!("[key_value]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("write_buffer"), "{e}");
+        }
     }
 
     #[test]

@@ -13,8 +13,14 @@
 //! page it touches takes many keys at once. Measured against the table alone
 //! (alternating 5 s runs): 50-event batches 993/997 -> 1,426/1,414 req/s, single events
 //! 18.9/19.0k -> 22.2/22.4k req/s. The gain shrinks as the table grows far past what one
-//! round holds (keys then share fewer pages), and it costs up to MAX_ENTRIES entries of
-//! memory.
+//! round holds (keys then share fewer pages), and it costs up to its capacity in keys
+//! of memory ([`DEFAULT_CAPACITY`]).
+//!
+//! A round waits for a burst to end, or for the buffer to be three quarters full
+//! (`round_due` in [`super::sqlite`]): a round every second, as at first, took a third
+//! of the server's CPU in 10 s of 50-event batches. Waiting, with a capacity of 1.8M
+//! keys instead of 128K: 50-event batches 1,605-1,737 -> 2,449-2,787 req/s, p99 53-66
+//! -> 22-25 ms; peak RSS 205 -> 380-510 MB.
 //!
 //! Rules that keep every answer right:
 //! - once a key is buffered, every write to it goes through the buffer (and the log)
@@ -30,15 +36,19 @@
 //!   close everything is merged, so a data file at rest is Spin's layout alone.
 
 use foldhash::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// Largest value kept in memory; a bigger one written to a buffered key stays in its
 /// log row and is read from there.
 pub const MAX_HELD_VALUE: usize = 64;
-/// Most keys buffered at once (about 250 bytes of memory each); past it, new keys go
-/// straight to the table until a merge round retires some.
-pub const MAX_ENTRIES: usize = 128 * 1024;
+/// Most keys buffered at once by default. Past it, new keys go straight to the table
+/// until a merge round retires some. Sized for bursts: 1.8M dedup marks are 12 s of
+/// 50-event batches at 150,000 events/s, or an hour at 500 events/s (see the merge
+/// policy in [`super::sqlite`]). Memory: the map's room is taken at once (2M slots of
+/// 56 bytes, resident as it fills), plus about 100 bytes a key buffered; 7/8 of a
+/// power of two, hashbrown's most keys for 2^21 slots.
+pub const DEFAULT_CAPACITY: usize = 7 << 18;
 
 pub const CREATE_LOG: &str = "CREATE TABLE IF NOT EXISTS tiktok_edge_kv_buffer (
     seq   INTEGER PRIMARY KEY,
@@ -92,16 +102,33 @@ pub struct Change {
 /// Buffered keys by store, then key (both looked up by `&str`). Hashed, not ordered: a
 /// batch's reads look up dozens of keys that share a long prefix, which an ordered map
 /// compares again at every level; the rare ordered uses sort what they take. foldhash
-/// as in the key filter ([`super::filter::KeyHasher`]).
-type Stores = HashMap<String, HashMap<String, Entry>>;
+/// as in the key filter ([`super::filter::KeyHasher`]). Keys are shared (`Arc<str>`) so
+/// a merge round's list of up to millions of keys copies a pointer each, not the key.
+type Stores = HashMap<Arc<str>, HashMap<Arc<str>, Entry>>;
 
-#[derive(Default)]
+/// A merge round's keys: (store, key).
+pub type RoundKeys = Vec<(Arc<str>, Arc<str>)>;
+
 pub struct WriteBuffer {
     entries: RwLock<Stores>,
     len: AtomicUsize,
+    /// Most keys held at once ([`DEFAULT_CAPACITY`]).
+    capacity: usize,
 }
 
 impl WriteBuffer {
+    pub fn new(capacity: usize) -> Self {
+        WriteBuffer {
+            entries: RwLock::default(),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Stores> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -154,8 +181,8 @@ impl WriteBuffer {
         };
         let mut after: Vec<(String, bool)> = keys
             .iter()
-            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
-            .map(|(k, e)| (k.clone(), e.held != Held::Deleted))
+            .filter(|(k, _)| cursor.is_none_or(|c| &***k > c))
+            .map(|(k, e)| (k.to_string(), e.held != Held::Deleted))
             .collect();
         after.sort_unstable();
         after
@@ -173,21 +200,24 @@ impl WriteBuffer {
                 held: c.held,
                 merged: false,
             };
-            if entries
-                .entry(c.store)
-                .or_default()
-                .insert(c.key, entry)
-                .is_none()
-            {
-                self.len.fetch_add(1, Ordering::Relaxed);
+            let keys = match entries.get_mut(c.store.as_str()) {
+                Some(keys) => keys,
+                None => self.store_map(&mut entries, &Arc::from(c.store)),
+            };
+            match keys.get_mut(c.key.as_str()) {
+                Some(e) => *e = entry,
+                None => {
+                    keys.insert(Arc::from(c.key), entry);
+                    self.len.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
 
     /// The keys a merge round up to seq `upto` copies (those not merged yet), in
     /// (store, key) order, so the table takes them page by page.
-    pub fn round(&self, upto: i64) -> Vec<(String, String)> {
-        let mut keys: Vec<(String, String)> = self
+    pub fn round(&self, upto: i64) -> RoundKeys {
+        let mut keys: RoundKeys = self
             .read()
             .iter()
             .flat_map(|(store, keys)| {
@@ -202,21 +232,25 @@ impl WriteBuffer {
 
     /// The entries of `keys` (from [`Self::round`]) that are still to copy: not written
     /// again since, past `upto`.
-    pub fn to_copy(&self, keys: &[(String, String)], upto: i64) -> Vec<(String, String, Entry)> {
+    pub fn to_copy(
+        &self,
+        keys: &[(Arc<str>, Arc<str>)],
+        upto: i64,
+    ) -> Vec<(Arc<str>, Arc<str>, Entry)> {
         let entries = self.read();
         keys.iter()
             .filter_map(|(store, key)| {
-                let e = entries.get(store)?.get(key)?;
+                let e = entries.get(&**store)?.get(&**key)?;
                 (!e.merged && e.seq <= upto).then(|| (store.clone(), key.clone(), e.clone()))
             })
             .collect()
     }
 
     /// Notes entries copied to the table, unless written again since (a newer seq).
-    pub fn merged(&self, copied: &[(String, String, i64)]) {
+    pub fn merged(&self, copied: &[(Arc<str>, Arc<str>, i64)]) {
         let mut entries = self.write();
         for (store, key, seq) in copied {
-            if let Some(e) = entries.get_mut(store).and_then(|s| s.get_mut(key))
+            if let Some(e) = entries.get_mut(&**store).and_then(|s| s.get_mut(&**key))
                 && e.seq == *seq
             {
                 e.merged = true;
@@ -233,18 +267,45 @@ impl WriteBuffer {
     }
 
     /// Drops the entries with seq at most `upto` (merged, their log rows deleted).
+    ///
+    /// The few entries written since are copied to new maps, and the old ones (most of
+    /// the keys) are freed after the lock is released: freeing a million keys in place
+    /// held every read and commit for a tenth of a second.
     pub fn retire(&self, upto: i64) {
-        let mut entries = self.write();
-        let mut removed = 0;
-        entries.retain(|_, keys| {
-            keys.retain(|_, e| {
-                let keep = e.seq > upto;
-                removed += usize::from(!keep);
-                keep
-            });
-            !keys.is_empty()
-        });
-        self.len.fetch_sub(removed, Ordering::Relaxed);
+        let retired = {
+            let mut entries = self.write();
+            let mut kept = Stores::default();
+            let mut len = 0;
+            for (store, keys) in entries.iter() {
+                let newer = keys.iter().filter(|(_, e)| e.seq > upto);
+                for (key, entry) in newer {
+                    self.store_map(&mut kept, store)
+                        .insert(key.clone(), entry.clone());
+                    len += 1;
+                }
+            }
+            self.len.store(len, Ordering::Relaxed);
+            std::mem::replace(&mut *entries, kept)
+        };
+        drop(retired);
+    }
+
+    /// The keys of `store` in `entries`, created with room for the whole capacity:
+    /// growing a map of a million keys rehashes them all under the lock, a stall of
+    /// every read and commit (p99 107-314 ms in 10 s of 50-event batches). Untouched
+    /// room is address space, not memory.
+    fn store_map<'m>(
+        &self,
+        entries: &'m mut Stores,
+        store: &Arc<str>,
+    ) -> &'m mut HashMap<Arc<str>, Entry> {
+        if !entries.contains_key(&**store) {
+            entries.insert(
+                store.clone(),
+                HashMap::with_capacity_and_hasher(self.capacity, Default::default()),
+            );
+        }
+        entries.get_mut(&**store).expect("just inserted")
     }
 }
 
@@ -263,7 +324,7 @@ mod tests {
 
     #[test]
     fn newest_write_wins_and_big_values_stay_logged() {
-        let b = WriteBuffer::default();
+        let b = WriteBuffer::new(DEFAULT_CAPACITY);
         b.apply(vec![
             change("s", "a", 1, Some(b"1")),
             change("s", "a", 2, Some(b"2")),
@@ -286,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_round_retires_only_what_it_merged() {
-        let b = WriteBuffer::default();
+        let b = WriteBuffer::new(DEFAULT_CAPACITY);
         b.apply(
             (1..=5)
                 .map(|i| change("s", &format!("k{i}"), i, Some(b"v")))
@@ -295,7 +356,7 @@ mod tests {
         b.apply(vec![change("t", "k0", 6, Some(b"v"))]);
         // The round covers seq <= 5, in key order; t/k0 has a seq past it.
         let round = b.round(5);
-        let keys: Vec<_> = round.iter().map(|(_, k)| k.as_str()).collect();
+        let keys: Vec<_> = round.iter().map(|(_, k)| &**k).collect();
         assert_eq!(keys, ["k1", "k2", "k3", "k4", "k5"]);
         let first = b.to_copy(&round[..2], 5);
         b.merged(
@@ -311,7 +372,7 @@ mod tests {
             change("s", "k3", 8, Some(b"new")),
         ]);
         let rest = b.to_copy(&round[2..], 5);
-        let keys: Vec<_> = rest.iter().map(|(_, k, _)| k.as_str()).collect();
+        let keys: Vec<_> = rest.iter().map(|(_, k, _)| &**k).collect();
         assert_eq!(keys, ["k4", "k5"]);
         assert!(!b.all_merged_upto(5));
         b.merged(
@@ -334,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_copy_of_a_value_written_again_meanwhile_is_not_noted_as_merged() {
-        let b = WriteBuffer::default();
+        let b = WriteBuffer::new(DEFAULT_CAPACITY);
         b.apply(vec![change("s", "k", 1, Some(b"old"))]);
         let copied = b.to_copy(&b.round(1), 1);
         b.apply(vec![change("s", "k", 2, Some(b"new"))]);
