@@ -50,6 +50,9 @@ pub const MAX_HELD_VALUE: usize = 64;
 /// power of two, hashbrown's most keys for 2^21 slots.
 pub const DEFAULT_CAPACITY: usize = 7 << 18;
 
+/// Most entries one lock of [`WriteBuffer::retire`] takes out.
+const RETIRE_CHUNK: usize = 16 * 1024;
+
 pub const CREATE_LOG: &str = "CREATE TABLE IF NOT EXISTS tiktok_edge_kv_buffer (
     seq   INTEGER PRIMARY KEY,
     store TEXT NOT NULL,
@@ -268,26 +271,27 @@ impl WriteBuffer {
 
     /// Drops the entries with seq at most `upto` (merged, their log rows deleted).
     ///
-    /// The few entries written since are copied to new maps, and the old ones (most of
-    /// the keys) are freed after the lock is released, not one by one under it, where
-    /// every read and commit would wait for a million frees.
+    /// A chunk of [`RETIRE_CHUNK`] entries at a time, each moved out under the lock and
+    /// freed after it is released: every read and commit waits while the lock is held,
+    /// and a round retires up to a million keys (all at once, 0.35-0.7 s under load).
     pub fn retire(&self, upto: i64) {
-        let retired = {
-            let mut entries = self.write();
-            let mut kept = Stores::default();
-            let mut len = 0;
-            for (store, keys) in entries.iter() {
-                let newer = keys.iter().filter(|(_, e)| e.seq > upto);
-                for (key, entry) in newer {
-                    self.store_map(&mut kept, store)
-                        .insert(key.clone(), entry.clone());
-                    len += 1;
-                }
+        loop {
+            let retired: Vec<(Arc<str>, Entry)> = {
+                let mut entries = self.write();
+                let retired: Vec<_> = entries
+                    .values_mut()
+                    .flat_map(|keys| keys.extract_if(|_, e| e.seq <= upto))
+                    .take(RETIRE_CHUNK)
+                    .collect();
+                self.len.fetch_sub(retired.len(), Ordering::Relaxed);
+                retired
+            };
+            let done = retired.len() < RETIRE_CHUNK;
+            drop(retired);
+            if done {
+                return;
             }
-            self.len.store(len, Ordering::Relaxed);
-            std::mem::replace(&mut *entries, kept)
-        };
-        drop(retired);
+        }
     }
 
     /// The keys of `store` in `entries`, created with room for the whole capacity:
@@ -391,6 +395,33 @@ mod tests {
         assert!(!b.entry("s", "k2").unwrap().merged);
         assert!(b.entry("t", "k0").is_some());
         assert!(b.entry("s", "k1").is_none());
+    }
+
+    #[test]
+    fn retiring_more_than_a_chunk_keeps_exactly_the_newer_entries() {
+        let b = WriteBuffer::new(DEFAULT_CAPACITY);
+        let n = RETIRE_CHUNK as i64 * 2 + 10;
+        b.apply(
+            (1..=n)
+                .map(|i| {
+                    change(
+                        if i % 2 == 0 { "s" } else { "t" },
+                        &format!("k{i}"),
+                        i,
+                        Some(b"v"),
+                    )
+                })
+                .collect(),
+        );
+        b.retire(n - 5);
+        assert_eq!(b.len(), 5);
+        assert!(b.entry("t", &format!("k{}", n - 5)).is_none());
+        for i in n - 4..=n {
+            let store = if i % 2 == 0 { "s" } else { "t" };
+            assert_eq!(b.entry(store, &format!("k{i}")).unwrap().seq, i);
+        }
+        b.retire(n);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -1132,7 +1132,9 @@ impl Shared {
                 .execute([from, to])?;
             from = to + 1;
         }
-        let _writer = lock(&self.writer);
+        // Not under the writer's lock: an entry retired while a transaction runs was
+        // merged, so a write that saw it buffered logs a newer entry, and one that did
+        // not writes the table; a read that misses it finds the table's copy.
         buffer.retire(upto);
         Ok(())
     }
