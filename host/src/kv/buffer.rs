@@ -45,9 +45,11 @@ pub const MAX_HELD_VALUE: usize = 64;
 /// Most keys buffered at once by default. Past it, new keys go straight to the table
 /// until a merge round retires some. Sized for bursts: 1.8M dedup marks are 12 s of
 /// 50-event batches at 150,000 events/s, or an hour at 500 events/s (see the merge
-/// policy in [`super::sqlite`]). Memory: the map's room is taken at once (2M slots of
-/// 56 bytes, resident as it fills), plus about 100 bytes a key buffered; 7/8 of a
-/// power of two, hashbrown's most keys for 2^21 slots.
+/// policy in [`super::sqlite`]). About 160 bytes of memory a key (its slot in the map,
+/// the key, the value); 7/8 of a power of two, the most keys hashbrown keeps in 2^21
+/// slots, so a full buffer's map is not doubled for its last keys. (The map is not
+/// sized up front: its slots are touched at random, so all of it would be resident
+/// long before it is full, 112 MB more for single events.)
 pub const DEFAULT_CAPACITY: usize = 7 << 18;
 
 /// Most entries one lock of [`WriteBuffer::retire`] takes out.
@@ -203,10 +205,11 @@ impl WriteBuffer {
                 held: c.held,
                 merged: false,
             };
-            let keys = match entries.get_mut(c.store.as_str()) {
-                Some(keys) => keys,
-                None => self.store_map(&mut entries, &Arc::from(c.store)),
-            };
+            // Looked up first: the store's name is only copied for its first key.
+            if !entries.contains_key(c.store.as_str()) {
+                entries.insert(Arc::from(c.store.as_str()), HashMap::default());
+            }
+            let keys = entries.get_mut(c.store.as_str()).expect("just inserted");
             match keys.get_mut(c.key.as_str()) {
                 Some(e) => *e = entry,
                 None => {
@@ -292,24 +295,6 @@ impl WriteBuffer {
                 return;
             }
         }
-    }
-
-    /// The keys of `store` in `entries`, created with room for the whole capacity:
-    /// growing a map of a million keys rehashes them all under the lock, a stall of
-    /// every read and commit (10 s of 50-event batches, p99 46-55 ms against 22 ms).
-    /// Untouched room is address space, not memory.
-    fn store_map<'m>(
-        &self,
-        entries: &'m mut Stores,
-        store: &Arc<str>,
-    ) -> &'m mut HashMap<Arc<str>, Entry> {
-        if !entries.contains_key(&**store) {
-            entries.insert(
-                store.clone(),
-                HashMap::with_capacity_and_hasher(self.capacity, Default::default()),
-            );
-        }
-        entries.get_mut(&**store).expect("just inserted")
     }
 }
 
