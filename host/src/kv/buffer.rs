@@ -20,7 +20,7 @@
 //! (`round_due` in [`super::sqlite`]): a round every second, as at first, took a third
 //! of the server's CPU in 10 s of 50-event batches. Waiting, with a capacity of 1.8M
 //! keys instead of 128K: 50-event batches 1,605-1,737 -> 2,449-2,787 req/s, p99 53-66
-//! -> 22-25 ms; peak RSS 205 -> 380-510 MB.
+//! -> 42-47 ms; peak RSS 205 -> about 410 MB.
 //!
 //! Rules that keep every answer right:
 //! - once a key is buffered, every write to it goes through the buffer (and the log)
