@@ -41,8 +41,9 @@ const BITS_PER_KEY: usize = 10;
 /// Bits set per key, all in one 512-bit block (one cache line).
 const PROBES: u32 = 7;
 const BLOCK_WORDS: usize = 8;
-/// Capacity added to twice the keys stored, so a small store is not rebuilt constantly.
-const MIN_HEADROOM: usize = 100_000;
+/// Least capacity added to twice the keys stored, so a small store is not rebuilt
+/// constantly (the store may ask for more: [`Bloom::for_keys`]).
+pub const MIN_HEADROOM: usize = 100_000;
 
 /// A key's place in the filter: (store, key) hashed with this process's random seed (a
 /// client choosing keys cannot aim at collisions across restarts). foldhash, made for
@@ -67,9 +68,12 @@ pub struct Bloom {
 }
 
 impl Bloom {
-    /// A filter sized for `keys` keys stored now and as many to come.
-    pub fn for_keys(keys: usize) -> Self {
-        let capacity = keys.saturating_mul(2).saturating_add(MIN_HEADROOM);
+    /// A filter sized for `keys` keys stored now, as many to come, and `headroom` more
+    /// (at least [`MIN_HEADROOM`]).
+    pub fn for_keys(keys: usize, headroom: usize) -> Self {
+        let capacity = keys
+            .saturating_mul(2)
+            .saturating_add(headroom.max(MIN_HEADROOM));
         let blocks = (capacity * BITS_PER_KEY).div_ceil(BLOCK_WORDS * 64);
         Bloom {
             words: (0..blocks * BLOCK_WORDS)
@@ -267,7 +271,7 @@ mod tests {
     fn every_inserted_key_is_found_and_few_others_are() {
         let hasher = KeyHasher::default();
         let keys = 200_000;
-        let bloom = Bloom::for_keys(keys / 2);
+        let bloom = Bloom::for_keys(keys / 2, 0);
         for i in 0..keys {
             bloom.insert(hasher.hash("default", &format!("present/{i}")));
         }
@@ -292,7 +296,7 @@ mod tests {
     #[test]
     fn a_filter_is_full_once_it_holds_its_capacity() {
         let hasher = KeyHasher::default();
-        let bloom = Bloom::for_keys(0);
+        let bloom = Bloom::for_keys(0, 0);
         let mut n = 0;
         while !bloom.is_full() {
             bloom.insert(hasher.hash("s", &n.to_string()));
@@ -309,7 +313,7 @@ mod tests {
             filter.lookup().is_none(),
             "no filter before the first build"
         );
-        let scanned = Arc::new(Bloom::for_keys(1));
+        let scanned = Arc::new(Bloom::for_keys(1, 0));
         filter.begin_build(scanned.clone());
         scanned.insert(filter.hasher().hash("s", "before"));
         // Written while the scan runs: the scan may not see it.
