@@ -41,9 +41,18 @@ impl<'a> Object<'a> {
 }
 
 impl<'a> Json<'a> {
-    /// Parses `bytes`, borrowing what it can from them.
+    /// Parses `bytes`, borrowing what it can from them. The text is checked to be UTF-8
+    /// once, as a whole, rather than string by string: the whole-text check takes word
+    /// strides over ASCII, and serde_json's per-string ones were 1 % of the server's
+    /// time under 50-event batches.
     pub fn parse(bytes: &'a [u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(bytes)
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            <serde_json::Error as serde::de::Error>::custom(format_args!(
+                "invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ))
+        })?;
+        serde_json::from_str(text)
     }
 
     /// The same tree, owning its strings (for values built in code, such as tests').
@@ -223,6 +232,8 @@ mod tests {
             b"nul",
             b"\"\\x\"",
             b"1e999",
+            b"\"\xff\"",
+            b"{\"a\": 1}\xc3",
         ] {
             assert!(
                 Json::parse(bad).is_err(),
