@@ -210,10 +210,13 @@ impl WriteBuffer {
                 entries.insert(Arc::from(c.store.as_str()), HashMap::default());
             }
             let keys = entries.get_mut(c.store.as_str()).expect("just inserted");
-            match keys.get_mut(c.key.as_str()) {
-                Some(e) => *e = entry,
-                None => {
-                    keys.insert(Arc::from(c.key), entry);
+            // One lookup, not a search then an insert: most keys are new ones (dedup
+            // marks), which need their `Arc` anyway, and each lookup in a map of a
+            // million keys is a cache miss.
+            match keys.entry(Arc::from(c.key)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() = entry,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(entry);
                     self.len.fetch_add(1, Ordering::Relaxed);
                 }
             }
