@@ -319,7 +319,7 @@ impl WriteBuffer {
         let entries = self.read();
         keys.iter()
             .filter_map(|(store, key)| {
-                let e = entries.get(&**store)?.get(&**key)?;
+                let e = entries.get(&**store)?.get(key)?;
                 (!e.merged && e.seq <= upto).then(|| (store.clone(), key.clone(), e.clone()))
             })
             .collect()
@@ -329,7 +329,7 @@ impl WriteBuffer {
     pub fn merged(&self, copied: &[(Arc<str>, Arc<str>, i64)]) {
         let mut entries = self.write();
         for (store, key, seq) in copied {
-            if let Some(e) = entries.get_mut(&**store).and_then(|s| s.get_mut(&**key))
+            if let Some(e) = entries.get_mut(&**store).and_then(|s| s.get_mut(key))
                 && e.seq == *seq
             {
                 e.merged = true;
