@@ -153,12 +153,15 @@ pub struct Stats {
 pub fn stats(env: &Env, pixel: &Pixel) -> Result<Stats, ApiError> {
     let q = Queue::new(env.kv, &pixel.id);
     let head = q.head()?;
+    // Read once: a request taking slots between two reads made `pending` exceed
+    // `received` in a snapshot taken under load.
+    let tail = q.tail()?;
     Ok(Stats {
         pixel_id: pixel.id.clone(),
-        received: q.received()?,
+        received: q.received_by(tail)?,
         rejected: q.counter(stat::REJECTED)?,
         deduplicated: q.counter(stat::DEDUPLICATED)?,
-        pending: (q.tail()? + 1).saturating_sub(head.next),
+        pending: (tail + 1).saturating_sub(head.next),
         delivered: q.counter(stat::DELIVERED)?,
         dead: q.counter(stat::DEAD)?,
         last_error: head.last_error,

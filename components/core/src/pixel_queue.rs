@@ -242,7 +242,13 @@ impl<'a> Queue<'a> {
     /// Events received: every slot handed out for a new event, plus those rejected and
     /// deduplicated.
     pub fn received(&self) -> Result<i64, ApiError> {
-        Ok(self.tail()? as i64 - self.counter(stat::REQUEUED)?
+        self.received_by(self.tail()?)
+    }
+
+    /// [`Self::received`] when the last slot handed out is `tail` (read once by a
+    /// caller that derives other figures from it too, so they agree).
+    pub fn received_by(&self, tail: u64) -> Result<i64, ApiError> {
+        Ok(tail as i64 - self.counter(stat::REQUEUED)?
             + self.counter(stat::REJECTED)?
             + self.counter(stat::DEDUPLICATED)?)
     }
