@@ -295,16 +295,23 @@ impl WriteBuffer {
 
     /// The keys a merge round up to seq `upto` copies (those not merged yet), in
     /// (store, key) order, so the table takes them page by page.
+    ///
+    /// The lock is taken once per shard, not for all of them: collecting a full
+    /// buffer's 1.4M keys at once held every commit up to 91 ms. An entry written
+    /// meanwhile has a seq past `upto`, and is left for the next round either way.
     pub fn round(&self, upto: i64) -> RoundKeys {
-        let mut keys: RoundKeys = self
-            .read()
-            .iter()
-            .flat_map(|(store, keys)| {
-                keys.iter()
-                    .filter(|(_, e)| !e.merged && e.seq <= upto)
-                    .map(move |(key, _)| (store.clone(), key.clone()))
-            })
-            .collect();
+        let mut keys: RoundKeys = Vec::with_capacity(self.len());
+        for shard in 0..SHARDS {
+            let entries = self.read();
+            for (store, store_keys) in entries.iter() {
+                keys.extend(
+                    store_keys.shards[shard]
+                        .iter()
+                        .filter(|(_, e)| !e.merged && e.seq <= upto)
+                        .map(|(key, _)| (store.clone(), key.clone())),
+                );
+            }
+        }
         keys.sort_unstable();
         keys
     }
