@@ -527,6 +527,12 @@ mod tests {
         );
         assert!(repeats(&[]).is_empty());
         assert_ne!(dedup_hash("Purchase", "1"), dedup_hash("Purchase1", ""));
+        // Marks already stored keep their names: the first 16 bytes of the digest.
+        let digest = crate::crypto::sha256_of(&[b"Purchase", b"\0", b"1"]);
+        assert_eq!(
+            dedup_digest("Purchase", "1"),
+            URL_SAFE_NO_PAD.encode(&digest[..16])
+        );
     }
 
     #[test]
