@@ -892,11 +892,13 @@ impl Shared {
     /// With only [`super::filter::MIN_HEADROOM`], a fresh store under 50-event batches was
     /// rebuilt at 100K, 300K, 700K and 1.5M keys in its first ten seconds, the filter's
     /// thread taking 4.5 % of the server's time. This room costs 2.5 bytes a key (4.6
-    /// MiB at the default capacity, under 2 % of the full buffer's memory).
+    /// MiB at the default capacity, under 2 % of the full buffer's memory). At most
+    /// [`MAX_FILTERED_KEYS`]: the filter is allocated whole, at start, so a huge
+    /// `write_buffer_keys` (memory the buffer only takes as it fills) must not size it.
     fn filter_headroom(&self) -> usize {
         self.buffer
             .as_ref()
-            .map_or(0, |b| b.capacity().saturating_mul(2))
+            .map_or(0, |b| b.capacity().saturating_mul(2).min(MAX_FILTERED_KEYS))
     }
 
     fn too_many_keys(&self) -> Built {
@@ -2459,6 +2461,11 @@ mod tests {
         // Without a buffer (or a small one), the least room there is.
         assert_eq!(sized(0), Bloom::for_keys(0, 0).bytes());
         assert_eq!(sized(1_000), sized(0));
+        // A huge buffer setting does not size the filter past what is ever filtered.
+        assert_eq!(
+            sized(usize::MAX),
+            Bloom::for_keys(0, MAX_FILTERED_KEYS).bytes()
+        );
     }
 
     #[test]
