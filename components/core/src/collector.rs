@@ -12,7 +12,7 @@ use crate::events::{self, Context};
 use crate::json::Json;
 use crate::kv::IdIndex;
 use crate::lease;
-use crate::pixel_queue::{DeadLetter, Queue, QueuedEvent, stat};
+use crate::pixel_queue::{DeadLetter, Next, Queue, QueuedEvent, stat};
 use crate::pixels::{self, ALL_PIXELS, Pixel};
 use crate::tiktok::{Call, CodeClass, TikTokError};
 use serde::{Deserialize, Serialize};
@@ -270,10 +270,10 @@ fn flush_pixel(
     skippable: Option<u64>,
     report: &mut FlushReport,
 ) -> Result<(), ApiError> {
-    let batch_size: u64 = if pixel.test_event_code.is_some() {
+    let batch_size: usize = if pixel.test_event_code.is_some() {
         1
     } else {
-        pixels::MAX_BATCH as u64
+        pixels::MAX_BATCH
     };
     forget_due_marks(env, queue)?;
     for _ in 0..BATCHES_PER_FLUSH {
@@ -285,26 +285,22 @@ fn flush_pixel(
         if tail < head.next || head.retry_at > env.now {
             return Ok(());
         }
-        let slots = queue.read(head.next, tail.min(head.next + batch_size - 1))?;
-        let present: Vec<(u64, QueuedEvent)> = slots
-            .iter()
-            .map_while(|(slot, e)| e.clone().map(|e| (*slot, e)))
-            .collect();
-        if present.is_empty() {
-            // An empty slot: a writer still storing (wait for it), or one that died before
-            // acking. Once handed out long enough ago, it is skipped with every empty slot
-            // after it that is as old: all of a dead request's slots at once.
-            let Some(skippable) = skippable.filter(|s| head.next <= *s) else {
-                return Ok(());
-            };
-            let empty = slots
-                .iter()
-                .take_while(|(slot, e)| e.is_none() && *slot <= skippable)
-                .count() as u64;
-            head.next += empty;
-            queue.set_head(&head)?;
-            continue;
-        }
+        let batch = match queue.next_batch(&head, tail, batch_size)? {
+            Next::Batch(batch) => batch,
+            Next::Empty { empty_to } => {
+                // An empty slot: a writer still storing (wait for it), or one that died
+                // before acking. Once handed out long enough ago, it is skipped with every
+                // empty slot after it that is as old: all of a dead request's slots at once.
+                let Some(skippable) = skippable.filter(|s| head.next <= *s) else {
+                    return Ok(());
+                };
+                head.next = empty_to.min(skippable + 1);
+                head.run = None;
+                queue.set_head(&head)?;
+                continue;
+            }
+        };
+        let present = &batch.events;
         let token = match pixels::access_token(env, pixel) {
             Ok(t) => t,
             Err(e) => {
@@ -319,7 +315,7 @@ fn flush_pixel(
             "event_source": "web",
             "event_source_id": pixel.pixel_code,
             "partner_name": "tiktok-edge",
-            "data": present.iter().map(|(_, e)| e.data.clone()).collect::<Vec<_>>(),
+            "data": present.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
         });
         if let Some(code) = &pixel.test_event_code {
             body["test_event_code"] = json!(code);
@@ -328,19 +324,17 @@ fn flush_pixel(
         let outcome = env
             .tiktok()?
             .call_once(&Call::post("/event/track/", body).token(&token));
-        let slots: Vec<u64> = present.iter().map(|(s, _)| *s).collect();
         match outcome {
             Ok(_) => {
-                let events: Vec<QueuedEvent> = present.into_iter().map(|(_, e)| e).collect();
-                head.marks_retired(queue.retire_marks(&events)?);
-                queue.remove(&slots)?;
-                head.next = slots.last().expect("a batch has events") + 1;
+                head.marks_retired(queue.retire_marks(present)?);
+                queue.remove(&batch)?;
+                batch.advance(&mut head);
                 head.attempts = 0;
                 head.retry_at = 0;
                 head.last_error = None;
                 queue.set_head(&head)?;
-                queue.count(stat::DELIVERED, slots.len() as i64)?;
-                report.delivered += slots.len();
+                queue.count(stat::DELIVERED, present.len() as i64)?;
+                report.delivered += present.len();
             }
             Err(e) => {
                 let error = format!("{}: {} (request_id {})", e.code, e.message, e.request_id);
@@ -351,14 +345,14 @@ fn flush_pixel(
                 if matches!(e.class(), CodeClass::Reauthorize | CodeClass::Permission) {
                     head.retry_at = env.now + 60;
                     queue.set_head(&head)?;
-                    report.retrying += slots.len();
+                    report.retrying += present.len();
                     return Ok(());
                 }
                 if transient && head.attempts + 1 < MAX_ATTEMPTS {
                     head.attempts += 1;
                     head.retry_at = env.now + backoff_secs(head.attempts);
                     queue.set_head(&head)?;
-                    report.retrying += slots.len();
+                    report.retrying += present.len();
                     return Ok(());
                 }
                 // Refused for good (or too many attempts). One named bad event
@@ -371,25 +365,24 @@ fn flush_pixel(
                 };
                 let letters = doomed
                     .iter()
-                    .map(|i| dead_letter(&present[*i].1, &e, head.attempts + 1, env.now))
+                    .map(|i| dead_letter(&present[*i], &e, head.attempts + 1, env.now))
                     .collect();
                 queue.bury(letters)?;
-                let dead: Vec<QueuedEvent> = doomed.iter().map(|i| present[*i].1.clone()).collect();
+                let dead: Vec<QueuedEvent> = doomed.iter().map(|i| present[*i].clone()).collect();
                 head.marks_retired(queue.retire_marks(&dead)?);
-                let dead_slots: Vec<u64> = doomed.iter().map(|i| present[*i].0).collect();
-                report.dead += dead_slots.len();
+                report.dead += dead.len();
                 if culprit.is_some() {
                     // Keep the survivors in order: move them to the tail.
                     let survivors: Vec<QueuedEvent> = present
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| !doomed.contains(i))
-                        .map(|(_, (_, e))| e.clone())
+                        .map(|(_, e)| e.clone())
                         .collect();
                     queue.requeue(&survivors)?;
                 }
-                queue.remove(&slots)?;
-                head.next = slots.last().expect("a batch has events") + 1;
+                queue.remove(&batch)?;
+                batch.advance(&mut head);
                 head.attempts = 0;
                 head.retry_at = 0;
                 queue.set_head(&head)?;
@@ -576,6 +569,61 @@ mod tests {
             0,
             "nothing is sent twice"
         );
+    }
+
+    #[test]
+    fn a_batch_that_ends_inside_a_request_sends_the_rest_next_exactly_once() {
+        let t = TestEnv::new();
+        let mut p = pixel(&t);
+        p.max_batch = 400;
+        for prefix in ["a", "b", "c"] {
+            let r = ingest(&t.env(), &p, &events(400, prefix), &ctx(&t)).unwrap();
+            assert_eq!(r.accepted, 400);
+        }
+        let report = flush(&t.env()).unwrap();
+        assert_eq!((report.requests, report.delivered), (2, 1200));
+        let sizes: Vec<usize> = t
+            .tiktok
+            .sent
+            .borrow()
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Value>(&r.body).unwrap()["data"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes, [pixels::MAX_BATCH, 200], "full batches");
+        let ids: Vec<String> = sent_events(&t)
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|prefix| (0..400).map(move |i| format!("{prefix}-{i}")))
+            .collect();
+        assert_eq!(ids, expected, "each once, in order");
+        assert_eq!(stored(&t, "e"), 0, "every run is deleted");
+        let s = stats(&t.env(), &p).unwrap();
+        assert_eq!((s.pending, s.delivered), (0, 1200));
+    }
+
+    #[test]
+    fn a_pixel_with_a_test_code_sends_a_request_event_by_event() {
+        let t = TestEnv::new();
+        let p = pixel(&t);
+        let input: PixelInput =
+            serde_json::from_value(json!({"test_event_code": "TEST123"})).unwrap();
+        let p = pixels::update(&t.env(), &OrgId::parse("acme").unwrap(), &p.id, input).unwrap();
+        ingest(&t.env(), &p, &events(3, "t"), &ctx(&t)).unwrap();
+        assert_eq!(flush(&t.env()).unwrap().requests, 3);
+        let ids: Vec<Value> = sent_events(&t)
+            .iter()
+            .map(|e| e["event_id"].clone())
+            .collect();
+        assert_eq!(ids, [json!("t-0"), json!("t-1"), json!("t-2")]);
+        assert_eq!(stored(&t, "e"), 0);
     }
 
     /// Keys of `kind` ("dedup", "marks") stored for the pixel.
