@@ -85,6 +85,7 @@ pub fn ingest(
         event_ids: Vec::with_capacity(list.len()),
     };
     let mut prepared: Vec<events::Prepared> = Vec::with_capacity(list.len());
+    let mut urls = events::PageUrls::default();
     for (index, raw) in list.iter().enumerate() {
         // Copied only to give an event without an id one ([`events::prepare`] takes the
         // fields it knows, so the rest, such as a body's `pixel_id`, are left behind).
@@ -105,7 +106,7 @@ pub fn ingest(
                 .and_then(Json::as_str)
                 .map(str::to_string),
         );
-        match events::prepare(&event, &rules, ctx) {
+        match events::prepare_in(&event, &rules, ctx, &mut urls) {
             Ok(data) => prepared.push(data),
             Err(r) => report.rejected.push(RejectedEvent {
                 index,
