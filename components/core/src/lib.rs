@@ -19,6 +19,7 @@ pub mod gap;
 pub mod http;
 pub mod idempotency;
 pub mod json;
+pub mod json_out;
 pub mod kv;
 pub mod lease;
 pub mod metrics;
