@@ -188,8 +188,52 @@ impl Keys {
     }
 }
 
-/// A merge round's keys: (store, key).
-pub type RoundKeys = Vec<(Arc<str>, Arc<str>)>;
+/// A merge round's keys, in order ([`WriteBuffer::round`]).
+pub type RoundKeys = Vec<RoundKey>;
+
+/// A key of a merge round, with what sorts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundKey {
+    pub store: Arc<str>,
+    pub key: Arc<str>,
+    /// The rank of (store, the key's folder): all of the key but its last segment.
+    folder: u32,
+    /// The first 20 bytes of the key's last segment, big-endian, zero-padded: most
+    /// keys of a folder differ in them (dedup marks do, by 128 bits of a digest).
+    name: (u64, u64, u32),
+}
+
+impl RoundKey {
+    /// The order a round copies keys in. Keys sharing a folder are contiguous in the
+    /// table's (store, key) order, and sorted within it by their names; so the table
+    /// takes the keys of each folder page by page. (Folders themselves are in
+    /// (store, folder) order, which is the table's own but for a folder's keys that
+    /// sort among a sibling folder's: locality is all that needs.)
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        (self.folder, self.name)
+            .cmp(&(other.folder, other.name))
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+
+/// Bytes of a key's last segment that sort it without reading the key.
+const NAME_BYTES: usize = 20;
+
+fn name_order(name: &[u8]) -> (u64, u64, u32) {
+    let mut bytes = [0u8; NAME_BYTES];
+    let n = name.len().min(NAME_BYTES);
+    bytes[..n].copy_from_slice(&name[..n]);
+    (
+        u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+        u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        u32::from_be_bytes(bytes[16..].try_into().expect("4 bytes")),
+    )
+}
+
+/// Where a key's last segment starts (after its last `/`).
+fn folder_len(key: &str) -> usize {
+    key.rfind('/').map_or(0, |i| i + 1)
+}
 
 pub struct WriteBuffer {
     entries: RwLock<Stores>,
@@ -294,38 +338,76 @@ impl WriteBuffer {
     }
 
     /// The keys a merge round up to seq `upto` copies (those not merged yet), in
-    /// (store, key) order, so the table takes them page by page.
+    /// (store, key) order by folder ([`RoundKey::order`]), so the table takes them page
+    /// by page.
     ///
     /// The lock is taken once per shard, not for all of them: collecting a full
     /// buffer's 1.4M keys at once held every commit up to 91 ms. An entry written
     /// meanwhile has a seq past `upto`, and is left for the next round either way.
+    ///
+    /// Sorting compares numbers kept beside each key, not the keys: 1.4M keys scattered
+    /// over the heap took 0.65-0.75 s to sort by (store, key), one cache miss per key
+    /// compared; now the whole round takes 0.25-0.4 s. Its CPU is taken from the
+    /// requests of the moment.
     pub fn round(&self, upto: i64) -> RoundKeys {
         let mut keys: RoundKeys = Vec::with_capacity(self.len());
+        // (store, folder) of each rank given out so far, and the last one looked up:
+        // a round's keys are in few folders, mostly one.
+        let mut folders: Vec<(Arc<str>, Box<str>)> = Vec::new();
+        let mut index: HashMap<(Arc<str>, Box<str>), u32> = HashMap::default();
+        let mut last: Option<u32> = None;
         for shard in 0..SHARDS {
             let entries = self.read();
             for (store, store_keys) in entries.iter() {
-                keys.extend(
-                    store_keys.shards[shard]
-                        .iter()
-                        .filter(|(_, e)| !e.merged && e.seq <= upto)
-                        .map(|(key, _)| (store.clone(), key.clone())),
-                );
+                for (key, _) in store_keys.shards[shard]
+                    .iter()
+                    .filter(|(_, e)| !e.merged && e.seq <= upto)
+                {
+                    let split = folder_len(key);
+                    let (folder, name) = key.split_at(split);
+                    let same = |f: u32| {
+                        let (s, d) = &folders[f as usize];
+                        Arc::ptr_eq(s, store) && **d == *folder
+                    };
+                    let rank = match last.filter(|f| same(*f)) {
+                        Some(f) => f,
+                        None => *index
+                            .entry((store.clone(), folder.into()))
+                            .or_insert_with(|| {
+                                folders.push((store.clone(), folder.into()));
+                                folders.len() as u32 - 1
+                            }),
+                    };
+                    last = Some(rank);
+                    keys.push(RoundKey {
+                        store: store.clone(),
+                        key: key.clone(),
+                        folder: rank,
+                        name: name_order(name.as_bytes()),
+                    });
+                }
             }
         }
-        keys.sort_unstable();
+        // Folders numbered in (store, folder) order.
+        let mut sorted: Vec<u32> = (0..folders.len() as u32).collect();
+        sorted.sort_unstable_by(|a, b| folders[*a as usize].cmp(&folders[*b as usize]));
+        let mut rank_of = vec![0u32; folders.len()];
+        for (rank, folder) in sorted.into_iter().enumerate() {
+            rank_of[folder as usize] = rank as u32;
+        }
+        for key in &mut keys {
+            key.folder = rank_of[key.folder as usize];
+        }
+        keys.sort_unstable_by(RoundKey::order);
         keys
     }
 
     /// The entries of `keys` (from [`Self::round`]) that are still to copy: not written
     /// again since, past `upto`.
-    pub fn to_copy(
-        &self,
-        keys: &[(Arc<str>, Arc<str>)],
-        upto: i64,
-    ) -> Vec<(Arc<str>, Arc<str>, Entry)> {
+    pub fn to_copy(&self, keys: &[RoundKey], upto: i64) -> Vec<(Arc<str>, Arc<str>, Entry)> {
         let entries = self.read();
         keys.iter()
-            .filter_map(|(store, key)| {
+            .filter_map(|RoundKey { store, key, .. }| {
                 let e = entries.get(&**store)?.get(key)?;
                 (!e.merged && e.seq <= upto).then(|| (store.clone(), key.clone(), e.clone()))
             })
@@ -425,7 +507,7 @@ mod tests {
         b.apply(vec![change("t", "k0", 6, Some(b"v"))]);
         // The round covers seq <= 5, in key order; t/k0 has a seq past it.
         let round = b.round(5);
-        let keys: Vec<_> = round.iter().map(|(_, k)| &**k).collect();
+        let keys: Vec<_> = round.iter().map(|k| &*k.key).collect();
         assert_eq!(keys, ["k1", "k2", "k3", "k4", "k5"]);
         let first = b.to_copy(&round[..2], 5);
         b.merged(
@@ -518,10 +600,48 @@ mod tests {
         assert_eq!(listed, expected);
         let round = b.round(n);
         assert_eq!(round.len(), n as usize);
-        assert!(round.windows(2).all(|w| w[0] < w[1]), "in key order");
+        assert!(
+            round.windows(2).all(|w| w[0].key < w[1].key),
+            "in key order"
+        );
         b.retire(n / 2);
         assert_eq!(b.len(), n as usize / 2);
         assert!(b.entry("s", "k02500").is_none() && b.entry("s", "k02501").is_some());
+    }
+
+    #[test]
+    fn a_round_takes_keys_folder_by_folder_each_in_key_order() {
+        let b = WriteBuffer::new(DEFAULT_CAPACITY);
+        let long = "n".repeat(NAME_BYTES);
+        let mut keys: Vec<(&str, String)> = Vec::new();
+        for store in ["s", "t", "default"] {
+            for folder in ["pq/px_2/dedup/", "pq/px_1/dedup/", "pq/px_1/", "a/b/", ""] {
+                for name in ["b", "a", "ab", "", "a\u{0}", "Z", "é"] {
+                    keys.push((store, format!("{folder}{name}")));
+                    // Names alike in their first NAME_BYTES bytes.
+                    keys.push((store, format!("{folder}{long}{name}")));
+                }
+            }
+            keys.push((store, "a/b0".into()));
+        }
+        b.apply(
+            keys.iter()
+                .zip(1..)
+                .map(|((store, key), seq)| change(store, key, seq, Some(b"v")))
+                .collect(),
+        );
+        let round: Vec<(String, String)> = b
+            .round(i64::MAX)
+            .into_iter()
+            .map(|k| (k.store.to_string(), k.key.to_string()))
+            .collect();
+        let folder = |key: &str| key[..folder_len(key)].to_string();
+        let mut expected: Vec<(String, String)> = keys
+            .iter()
+            .map(|(s, k)| (s.to_string(), k.clone()))
+            .collect();
+        expected.sort_by_key(|(s, k)| (s.clone(), folder(k), k.clone()));
+        assert_eq!(round, expected);
     }
 
     #[test]
