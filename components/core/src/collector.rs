@@ -277,6 +277,8 @@ fn flush_pixel(
         pixels::MAX_BATCH
     };
     forget_due_marks(env, queue)?;
+    // Runs a flush that died sent to their end and left behind.
+    queue.remove_sent(&queue.head()?)?;
     for _ in 0..BATCHES_PER_FLUSH {
         if !renew_lease(env, &pixel.id, owner)? {
             return Ok(());
@@ -327,15 +329,16 @@ fn flush_pixel(
             .call_once(&Call::post("/event/track/", body).token(&token));
         match outcome {
             Ok(_) => {
+                let delivered = present.len();
                 head.marks_retired(queue.retire_marks(present)?);
-                queue.remove(&batch)?;
                 batch.advance(&mut head);
                 head.attempts = 0;
                 head.retry_at = 0;
                 head.last_error = None;
                 queue.set_head(&head)?;
-                queue.count(stat::DELIVERED, present.len() as i64)?;
-                report.delivered += present.len();
+                queue.remove_sent(&head)?;
+                queue.count(stat::DELIVERED, delivered as i64)?;
+                report.delivered += delivered;
             }
             Err(e) => {
                 let error = format!("{}: {} (request_id {})", e.code, e.message, e.request_id);
@@ -382,11 +385,11 @@ fn flush_pixel(
                         .collect();
                     queue.requeue(&survivors)?;
                 }
-                queue.remove(&batch)?;
                 batch.advance(&mut head);
                 head.attempts = 0;
                 head.retry_at = 0;
                 queue.set_head(&head)?;
+                queue.remove_sent(&head)?;
             }
         }
     }
@@ -608,6 +611,38 @@ mod tests {
         assert_eq!(stored(&t, "e"), 0, "every run is deleted");
         let s = stats(&t.env(), &p).unwrap();
         assert_eq!((s.pending, s.delivered), (0, 1200));
+    }
+
+    #[test]
+    fn runs_a_dead_flush_sent_are_deleted_by_the_next_and_nothing_is_sent_twice() {
+        let t = TestEnv::new();
+        let mut p = pixel(&t);
+        p.max_batch = 400;
+        for prefix in ["a", "b", "c"] {
+            ingest(&t.env(), &p, &events(400, prefix), &ctx(&t)).unwrap();
+        }
+        // A flush sent the first 1,000 events (two runs and part of a third), stored its
+        // head, and died before deleting the runs.
+        let queue = Queue::new(&t.kv, &p.id);
+        let mut head = queue.head().unwrap();
+        let tail = queue.tail().unwrap();
+        let Next::Batch(batch) = queue.next_batch(&head, tail, pixels::MAX_BATCH).unwrap() else {
+            panic!("events are queued");
+        };
+        assert_eq!(batch.events.len(), pixels::MAX_BATCH);
+        batch.advance(&mut head);
+        queue.set_head(&head).unwrap();
+        assert_eq!(stored(&t, "e"), 3);
+
+        assert_eq!(flush(&t.env()).unwrap().delivered, 200);
+        let ids: Vec<String> = sent_events(&t)
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect();
+        let rest: Vec<String> = (200..400).map(|i| format!("c-{i}")).collect();
+        assert_eq!(ids, rest, "only what the dead flush did not send");
+        assert_eq!(stored(&t, "e"), 0, "its runs are deleted too");
+        assert_eq!(stats(&t.env(), &p).unwrap().pending, 0);
     }
 
     #[test]
