@@ -337,8 +337,8 @@ impl WriteBuffer {
         }
     }
 
-    /// The keys a merge round up to seq `upto` copies (those not merged yet), in
-    /// (store, key) order by folder ([`RoundKey::order`]), so the table takes them page
+    /// The keys a merge round up to seq `upto` copies (those not merged yet), folder
+    /// by folder, each in key order ([`RoundKey::order`]), so the table takes them page
     /// by page.
     ///
     /// The lock is taken once per shard, not for all of them: collecting a full
@@ -354,7 +354,8 @@ impl WriteBuffer {
         // (store, folder) of each rank given out so far, and the last one looked up:
         // a round's keys are in few folders, mostly one.
         let mut folders: Vec<(Arc<str>, Box<str>)> = Vec::new();
-        let mut index: HashMap<(Arc<str>, Box<str>), u32> = HashMap::default();
+        // By folder, then store: looked up by `&str`, with no allocation.
+        let mut index: HashMap<Box<str>, Vec<u32>> = HashMap::default();
         let mut last: Option<u32> = None;
         for shard in 0..SHARDS {
             let entries = self.read();
@@ -369,15 +370,17 @@ impl WriteBuffer {
                         let (s, d) = &folders[f as usize];
                         Arc::ptr_eq(s, store) && **d == *folder
                     };
-                    let rank = match last.filter(|f| same(*f)) {
-                        Some(f) => f,
-                        None => *index
-                            .entry((store.clone(), folder.into()))
-                            .or_insert_with(|| {
-                                folders.push((store.clone(), folder.into()));
-                                folders.len() as u32 - 1
-                            }),
-                    };
+                    let known = last.filter(|f| same(*f)).or_else(|| {
+                        index
+                            .get(folder)
+                            .and_then(|ranks| ranks.iter().copied().find(|f| same(*f)))
+                    });
+                    let rank = known.unwrap_or_else(|| {
+                        let rank = folders.len() as u32;
+                        folders.push((store.clone(), folder.into()));
+                        index.entry(folder.into()).or_default().push(rank);
+                        rank
+                    });
                     last = Some(rank);
                     keys.push(RoundKey {
                         store: store.clone(),

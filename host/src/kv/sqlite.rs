@@ -1040,9 +1040,10 @@ impl Shared {
         }
     }
 
-    /// Copies every write buffered so far into the table, a chunk of keys in key order
-    /// per transaction (group commits run in between), then deletes their log rows and
-    /// retires them (see [`super::buffer`] for why no write is lost).
+    /// Copies every write buffered so far into the table, a chunk of keys per
+    /// transaction (group commits run in between), folder by folder in key order
+    /// ([`WriteBuffer::round`]), then deletes their log rows and retires them (see
+    /// [`super::buffer`] for why no write is lost).
     fn merge_round(&self) -> rusqlite::Result<()> {
         let started = Instant::now();
         let keys = self.buffer.as_ref().map_or(0, WriteBuffer::len);
