@@ -575,15 +575,21 @@ mod tests {
         );
     }
 
+    /// A pixel with three requests of 400 events queued ("a-0" … "c-399").
+    fn three_requests_of_400(t: &TestEnv) -> Pixel {
+        let mut p = pixel(t);
+        p.max_batch = 400;
+        for prefix in ["a", "b", "c"] {
+            let r = ingest(&t.env(), &p, &events(400, prefix), &ctx(t)).unwrap();
+            assert_eq!(r.accepted, 400);
+        }
+        p
+    }
+
     #[test]
     fn a_batch_that_ends_inside_a_request_sends_the_rest_next_exactly_once() {
         let t = TestEnv::new();
-        let mut p = pixel(&t);
-        p.max_batch = 400;
-        for prefix in ["a", "b", "c"] {
-            let r = ingest(&t.env(), &p, &events(400, prefix), &ctx(&t)).unwrap();
-            assert_eq!(r.accepted, 400);
-        }
+        let p = three_requests_of_400(&t);
         let report = flush(&t.env()).unwrap();
         assert_eq!((report.requests, report.delivered), (2, 1200));
         let sizes: Vec<usize> = t
@@ -616,11 +622,7 @@ mod tests {
     #[test]
     fn runs_a_dead_flush_sent_are_deleted_by_the_next_and_nothing_is_sent_twice() {
         let t = TestEnv::new();
-        let mut p = pixel(&t);
-        p.max_batch = 400;
-        for prefix in ["a", "b", "c"] {
-            ingest(&t.env(), &p, &events(400, prefix), &ctx(&t)).unwrap();
-        }
+        let p = three_requests_of_400(&t);
         // A flush sent the first 1,000 events (two runs and part of a third), stored its
         // head, and died before deleting the runs.
         let queue = Queue::new(&t.kv, &p.id);
