@@ -106,7 +106,7 @@ pub fn ingest(
                 .and_then(Json::as_str)
                 .map(str::to_string),
         );
-        match events::prepare_in(&event, &rules, ctx, &mut urls) {
+        match events::prepare(&event, &rules, ctx, &mut urls) {
             Ok(data) => prepared.push(data),
             Err(r) => report.rejected.push(RejectedEvent {
                 index,

@@ -466,14 +466,10 @@ fn object<'a, 'b>(v: &'a Json<'b>, field: &str) -> Result<Option<&'a Object<'b>>
     }
 }
 
-/// Checks one event and builds TikTok's `data[]` item. `event_id` must be present (the
-/// caller generates one for events that arrive without it).
-pub fn prepare(raw: &Json, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
-    prepare_in(raw, rules, ctx, &mut PageUrls::default())
-}
-
-/// [`prepare`] for one of a request's events, with the page URLs its other events had.
-pub fn prepare_in(
+/// Checks one of a request's events and builds TikTok's `data[]` item. `event_id` must
+/// be present (the caller generates one for events that arrive without it). `urls`: the
+/// page URLs the request's other events had.
+pub fn prepare(
     raw: &Json,
     rules: &Rules,
     ctx: &Context,
@@ -708,7 +704,7 @@ mod tests {
 
     /// Prepares an event written as a `Value`.
     fn prepare(v: &Value, rules: &Rules, ctx: &Context) -> Result<Prepared, Rejection> {
-        super::prepare(&Json::from_value(v), rules, ctx)
+        super::prepare(&Json::from_value(v), rules, ctx, &mut PageUrls::default())
     }
 
     /// The event as TikTok gets it.
@@ -880,7 +876,7 @@ mod tests {
                 user["ttclid"] = json!(t);
             }
             let v = json!({"event": "ViewContent", "event_id": "1", "user": user, "page": {"url": url}});
-            super::prepare_in(&Json::from_value(&v), &Rules::default(), &ctx(), &mut urls)
+            super::prepare(&Json::from_value(&v), &Rules::default(), &ctx(), &mut urls)
                 .map(|p| p.user.ttclid)
         };
         let a = "https://shop.example/p?ttclid=A";
