@@ -278,7 +278,7 @@ fn flush_pixel(
     };
     forget_due_marks(env, queue)?;
     // Runs a flush that died sent to their end and left behind.
-    queue.remove_sent(&queue.head()?)?;
+    queue.remove_left_behind(&queue.head()?)?;
     for _ in 0..BATCHES_PER_FLUSH {
         if !renew_lease(env, &pixel.id, owner)? {
             return Ok(());

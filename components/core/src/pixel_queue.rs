@@ -474,6 +474,26 @@ impl<'a> Queue<'a> {
         self.kv.delete_many(&keys)
     }
 
+    /// [`Self::remove_sent`] for a head read at the start of a flush: the runs are
+    /// almost always gone already (deleted by the flush that sent them), and a read is
+    /// cheaper than a write, which the store would commit.
+    pub fn remove_left_behind(&self, head: &Head) -> Result<(), ApiError> {
+        if head.sent_runs.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = head.sent_runs.iter().map(|s| self.slot_key(*s)).collect();
+        let values = self.kv.get_many(&keys)?;
+        let left: Vec<String> = keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(key, value)| value.map(|_| key))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        self.kv.delete_many(&left)
+    }
+
     /// Which events of one request are new (not accepted within 48 h): one read for
     /// the request, and the marks are written with the events ([`Self::accept`]). A
     /// repeat inside the request counts as seen. Two requests racing with the same
@@ -825,6 +845,61 @@ mod tests {
         }
         assert_eq!(sent, ["t0", "t1"]);
         assert!(slot_keys().is_empty());
+    }
+
+    /// Memory that counts deletes.
+    #[derive(Default)]
+    struct CountingKv {
+        inner: MemoryKv,
+        deletes: std::cell::Cell<usize>,
+    }
+
+    impl KeyValue for CountingKv {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+            self.inner.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), ApiError> {
+            self.deletes.set(self.deletes.get() + 1);
+            self.inner.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, ApiError> {
+            self.inner.increment(key, delta)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, ApiError> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+    }
+
+    #[test]
+    fn a_flush_deletes_only_the_sent_runs_a_dead_one_left_behind() {
+        let kv = CountingKv::default();
+        let q = Queue::new(&kv, "px");
+        for prefix in ["a", "b", "c"] {
+            q.accept(&queued_n(2, prefix), Sightings::default())
+                .unwrap();
+        }
+        let mut head = Head {
+            next: 1,
+            ..Head::default()
+        };
+        next(&q, &head, 6, 4).unwrap().advance(&mut head);
+        assert_eq!(head.sent_runs, [1, 3]);
+        // The flush died before deleting them: the next deletes them.
+        q.remove_left_behind(&head).unwrap();
+        assert_eq!(kv.deletes.get(), 2);
+        assert!(kv.inner.get(&q.slot_key(1)).unwrap().is_none());
+        assert!(kv.inner.get(&q.slot_key(5)).unwrap().is_some(), "not sent");
+        // Deleted already (the usual case): nothing is written.
+        q.remove_left_behind(&head).unwrap();
+        assert_eq!(kv.deletes.get(), 2);
     }
 
     #[test]
