@@ -267,7 +267,7 @@ pub fn create_campaign(s: &mut State, token: &Token, p: &Params) -> Result<Reply
             }
         }
         f.insert("is_new_structure".into(), json!(true));
-        // Fields TikTok's campaign/get example carries (shared/vectors).
+        // Fields TikTok's campaign/get example carries (testdata/tiktok-doc-examples.json).
         f.insert("roas_bid".into(), json!(0));
         f.insert("deep_bid_type".into(), Value::Null);
         f.insert("objective".into(), json!("LANDING_PAGE"));

@@ -113,10 +113,10 @@ mod tests {
     fn signs_every_valid_shared_vector() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/webhook-signature-vectors.json"
+            "/../testdata/webhook-signatures.json"
         );
         let vectors: Value = serde_json::from_str(
-            &std::fs::read_to_string(path).expect("shared/ lies beside the clone"),
+            &std::fs::read_to_string(path).expect("testdata/ is in the repository"),
         )
         .unwrap();
         let secret = vectors["client_secret"].as_str().unwrap();

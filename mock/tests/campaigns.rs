@@ -442,13 +442,13 @@ async fn reports_are_deterministic_sums_with_tiktoks_limits() {
     );
 }
 
-/// TikTok's documented examples (shared/vectors/tiktok-official-doc-examples.json).
+/// TikTok's documented examples (testdata/tiktok-doc-examples.json).
 fn doc_examples() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/tiktok-official-doc-examples.json"
+        "/../testdata/tiktok-doc-examples.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("shared/ lies beside the clone"))
+    serde_json::from_str(&std::fs::read_to_string(path).expect("testdata/ is in the repository"))
         .unwrap()
 }
 

@@ -37,10 +37,10 @@ async fn stored(m: &MockServer) -> Vec<Value> {
 fn doc_example(pixel: &str) -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/tiktok-official-doc-examples.json"
+        "/../testdata/tiktok-doc-examples.json"
     );
     let examples: Value = serde_json::from_str(
-        &std::fs::read_to_string(path).expect("shared/ lies beside the clone"),
+        &std::fs::read_to_string(path).expect("testdata/ is in the repository"),
     )
     .unwrap();
     let mut body = examples["event_track"]["web_request"]["json"].clone();

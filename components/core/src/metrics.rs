@@ -591,12 +591,11 @@ mod tests {
     use super::*;
     use crate::kv::MemoryKv;
 
+    /// One of Airbyte's mocked report answers (testdata/airbyte-reports.json).
     fn vector(name: &str) -> Value {
-        let path = format!(
-            "{}/../../../shared/vectors/airbyte/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/airbyte-reports.json");
+        let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        all[name.trim_end_matches(".json")].clone()
     }
 
     #[test]

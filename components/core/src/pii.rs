@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     // TikTok's worked examples (Events API 2.0 reference, "user parameters") and
-    // Segment's formatter tests; digests re-computed in shared/vectors.
+    // Segment's formatter tests (segmentio/action-destinations, tiktok-conversions formatter.test.ts), digests re-computed.
     #[test]
     fn tiktoks_own_examples() {
         assert_eq!(

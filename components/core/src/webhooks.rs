@@ -1065,9 +1065,9 @@ mod tests {
     fn vectors() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/webhook-signature-vectors.json"
+            "/../../testdata/webhook-signatures.json"
         );
-        serde_json::from_str(&std::fs::read_to_string(path).expect("shared/ lies beside the clone"))
+        serde_json::from_str(&std::fs::read_to_string(path).expect("testdata/ is in the repository"))
             .unwrap()
     }
 
