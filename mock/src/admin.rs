@@ -3,8 +3,9 @@
 
 use crate::Mock;
 use crate::envelope::{Response, json_response};
+use crate::model::{Fault, FaultKind};
 use crate::request::Params;
-use crate::state::{Fault, FaultKind, State};
+use crate::state::State;
 use serde_json::json;
 use std::time::Duration;
 

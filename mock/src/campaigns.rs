@@ -1,12 +1,16 @@
 //! Campaigns, ad groups and ads (tiktok-api.md §5): create, get, update, status/update,
 //! with the validation TikTok applies to objectives, budgets and statuses.
 
-use crate::envelope::{Reply, paginate, paging};
+use crate::envelope::{Reply, paginate};
+use crate::model::Token;
 use crate::oauth::covers;
-use crate::request::Params;
-use crate::state::{State, Token};
+use crate::request::{Params, paging};
+use crate::state::State;
 use crate::time::{format_datetime, parse_datetime};
 use serde_json::{Map, Value, json};
+
+// The stored entity types live in `model`; re-exported here, where callers know them from.
+pub use crate::model::{Entity, Kind};
 
 pub const OBJECTIVES: &[&str] = &[
     "REACH",
@@ -26,88 +30,6 @@ pub const BUDGET_MODES: &[&str] = &[
     "BUDGET_MODE_TOTAL",
     "BUDGET_MODE_DYNAMIC_DAILY_BUDGET",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Campaign,
-    AdGroup,
-    Ad,
-}
-
-impl Kind {
-    pub fn id_field(self) -> &'static str {
-        match self {
-            Kind::Campaign => "campaign_id",
-            Kind::AdGroup => "adgroup_id",
-            Kind::Ad => "ad_id",
-        }
-    }
-    fn ids_field(self) -> &'static str {
-        match self {
-            Kind::Campaign => "campaign_ids",
-            Kind::AdGroup => "adgroup_ids",
-            Kind::Ad => "ad_ids",
-        }
-    }
-    pub fn name_field(self) -> &'static str {
-        match self {
-            Kind::Campaign => "campaign_name",
-            Kind::AdGroup => "adgroup_name",
-            Kind::Ad => "ad_name",
-        }
-    }
-    fn status_prefix(self) -> &'static str {
-        match self {
-            Kind::Campaign => "CAMPAIGN_STATUS",
-            Kind::AdGroup => "ADGROUP_STATUS",
-            Kind::Ad => "AD_STATUS",
-        }
-    }
-    fn list_field(self) -> &'static str {
-        match self {
-            Kind::Campaign => "campaign_list",
-            Kind::AdGroup => "adgroup_list",
-            Kind::Ad => "ad_list",
-        }
-    }
-}
-
-/// One stored campaign, ad group or ad, as TikTok returns it.
-#[derive(Debug, Clone)]
-pub struct Entity {
-    pub kind: Kind,
-    pub fields: Map<String, Value>,
-}
-
-impl Entity {
-    pub fn id(&self) -> &str {
-        self.fields[self.kind.id_field()]
-            .as_str()
-            .unwrap_or_default()
-    }
-    pub fn advertiser_id(&self) -> &str {
-        self.fields["advertiser_id"].as_str().unwrap_or_default()
-    }
-    pub fn deleted(&self) -> bool {
-        self.fields["operation_status"] == "DELETE"
-    }
-    fn set_status(&mut self, status: &str) {
-        let secondary = format!(
-            "{}_{}",
-            self.kind.status_prefix(),
-            if status == "ENABLE" {
-                "ENABLE"
-            } else if status == "DISABLE" {
-                "DISABLE"
-            } else {
-                "DELETE"
-            }
-        );
-        self.fields.insert("operation_status".into(), json!(status));
-        self.fields
-            .insert("secondary_status".into(), json!(secondary));
-    }
-}
 
 fn one_of(
     p: &Params,

@@ -1,10 +1,13 @@
 //! Catalogs and products (tiktok-api.md §5.4): Business-Center scoped, products upserted
 //! by `sku_id`, per-product results in the product log.
 
-use crate::envelope::{Reply, paginate, paging};
-use crate::request::Params;
+use crate::envelope::{Reply, paginate};
+use crate::request::{Params, paging};
 use crate::state::State;
 use serde_json::{Map, Value, json};
+
+// The stored types live in `model`; re-exported under their old paths.
+pub use crate::model::{Catalog, FeedLog};
 
 pub const CATALOG_TYPES: &[&str] = &[
     "AUTO",
@@ -21,25 +24,6 @@ const AVAILABILITY: &[&str] = &[
     "OUT_OF_STOCK",
     "DISCONTINUED",
 ];
-
-#[derive(Debug, Clone)]
-pub struct Catalog {
-    pub id: String,
-    pub bc_id: String,
-    pub name: String,
-    pub catalog_type: String,
-    pub conf: Value,
-    /// Products by sku_id.
-    pub products: Map<String, Value>,
-}
-
-/// One upload's per-product outcome (`/catalog/product/log/`).
-#[derive(Debug, Clone)]
-pub struct FeedLog {
-    pub id: String,
-    pub catalog_id: String,
-    pub results: Vec<Value>,
-}
 
 /// `POST /catalog/create/ {bc_id, name, catalog_type, catalog_conf{region_code, currency}}`.
 pub fn create(s: &mut State, p: &Params) -> Result<Reply, Reply> {

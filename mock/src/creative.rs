@@ -1,40 +1,15 @@
 //! Identities and Spark Ads (tiktok-api.md §5.2). Creators' post codes are made with
 //! `POST /_mock/spark/post_code` (in TikTok, the creator generates them in the app).
 
-use crate::envelope::{Reply, paginate, paging};
+use crate::envelope::{Reply, paginate};
+use crate::model::Token;
 use crate::oauth::covers;
-use crate::request::Params;
-use crate::state::{State, Token};
+use crate::request::{Params, paging};
+use crate::state::State;
 use serde_json::{Value, json};
 
-/// A creator's post offered for Spark Ads through a post code.
-#[derive(Debug, Clone)]
-pub struct PostCode {
-    pub code: String,
-    pub item_id: String,
-    pub identity_id: String,
-    pub display_name: String,
-    /// The ad account it is bound to by `/tt_video/authorize/`.
-    pub advertiser_id: Option<String>,
-}
-
-impl PostCode {
-    fn to_json(&self) -> Value {
-        json!({
-            "item_info": {"auth_code": self.code, "item_id": self.item_id, "text": "A creator's post", "status": "AUTHORIZED"},
-            "user_info": {"identity_id": self.identity_id, "display_name": self.display_name, "identity_type": "AUTH_CODE"},
-            "video_info": {"duration": 15.0, "width": 1080, "height": 1920, "file_size": 4_812_345, "format": "mp4"},
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub id: String,
-    pub advertiser_id: String,
-    pub display_name: String,
-    pub image_uri: Option<String>,
-}
+// The stored types live in `model`; re-exported under their old paths.
+pub use crate::model::{Identity, PostCode};
 
 /// Makes a post code, as a creator would in the TikTok app.
 pub fn new_post_code(s: &mut State) -> PostCode {

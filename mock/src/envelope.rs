@@ -1,6 +1,9 @@
 //! TikTok's response envelope: `{code, message, request_id, data}`, HTTP 200 even for
 //! API errors (tiktok-api.md §1.1). Transport faults (HTML 5xx) are the only non-200s
 //! besides unknown paths.
+//!
+//! A leaf: reading `page`/`page_size` from a request is `request::paging`, so this
+//! module needs nothing else from the crate.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -70,21 +73,6 @@ pub fn page_info(page: u64, page_size: u64, total: usize) -> Value {
         .div_ceil(page_size.max(1))
         .max(if total == 0 { 0 } else { 1 });
     json!({"page": page, "page_size": page_size, "total_number": total, "total_page": total_page})
-}
-
-/// Reads `page` (≥ 1, default 1) and `page_size` (1..=max, default 10) from params.
-pub fn paging(params: &crate::request::Params, max: u64) -> Result<(u64, u64), Reply> {
-    let page = params.u64("page")?.unwrap_or(1);
-    let page_size = params.u64("page_size")?.unwrap_or(10);
-    if page < 1 {
-        return Err(Reply::param("page: must be greater than or equal to 1"));
-    }
-    if !(1..=max).contains(&page_size) {
-        return Err(Reply::param(format!(
-            "page_size: must be between 1 and {max}"
-        )));
-    }
-    Ok((page, page_size))
 }
 
 /// The slice of `items` for a page, and its page_info.

@@ -1,9 +1,10 @@
 //! Pixels (tiktok-api.md §6) and the Events API 2.0 (`POST /event/track/`, §3).
 
-use crate::envelope::{Reply, paginate, paging};
+use crate::envelope::{Reply, paginate};
+use crate::model::{Pixel, StoredEvent, Token};
 use crate::oauth::covers;
-use crate::request::Params;
-use crate::state::{Pixel, State, StoredEvent, Token};
+use crate::request::{Params, paging};
+use crate::state::State;
 use serde_json::{Value, json};
 use std::time::Duration;
 

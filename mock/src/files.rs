@@ -1,43 +1,21 @@
 //! Ad videos (tiktok-api.md §5.1) and custom audiences (§5.3).
 
-use crate::envelope::{Reply, paginate, paging};
+use crate::envelope::{Reply, paginate};
+use crate::model::Token;
 use crate::multipart::{Form, md5_hex};
 use crate::oauth::covers;
-use crate::request::Params;
-use crate::state::{State, Token};
+use crate::request::{Params, paging};
+use crate::state::State;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The stored types live in `model`; re-exported under their old paths.
+pub use crate::model::{Audience, AudienceFile, Video};
 
 /// TikTok's limit for an ad video.
 pub const MAX_VIDEO_BYTES: usize = 500 << 20;
 /// How long a new video reports 40901 (transcoding) before it is ready.
 pub const TRANSCODE_TIME: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone)]
-pub struct Video {
-    pub id: String,
-    pub advertiser_id: String,
-    pub info: Value,
-    pub uploaded: Instant,
-}
-
-#[derive(Debug, Clone)]
-pub struct AudienceFile {
-    pub path: String,
-    pub advertiser_id: String,
-    pub calculate_type: String,
-    pub members: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Audience {
-    pub id: String,
-    pub advertiser_id: String,
-    pub name: String,
-    pub members: u64,
-    pub lookalike: bool,
-    pub calculate_type: Option<String>,
-}
 
 pub const CALCULATE_TYPES: &[&str] = &[
     "EMAIL_SHA256",

@@ -17,6 +17,7 @@ pub mod creative;
 pub mod envelope;
 pub mod events;
 pub mod files;
+pub mod model;
 pub mod multipart;
 pub mod oauth;
 pub mod reports;
@@ -32,8 +33,9 @@ use envelope::{Reply, Response, text_response};
 use http_body_util::{BodyExt, Limited};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use model::{FaultKind, LoggedRequest};
 use request::Params;
-use state::{FaultKind, LoggedRequest, State};
+use state::State;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -58,7 +60,7 @@ impl Mock {
     }
 
     /// The seeded demo advertiser (sandbox mode shows it).
-    pub fn demo_advertiser(&self) -> state::Advertiser {
+    pub fn demo_advertiser(&self) -> model::Advertiser {
         self.with_state(|s| s.advertisers[0].clone())
     }
 
@@ -70,7 +72,7 @@ impl Mock {
             let app_id = s.config.app_id.clone();
             s.tokens.insert(
                 token.clone(),
-                state::Token {
+                model::Token {
                     app_id,
                     advertiser_ids: advertiser_ids.to_vec(),
                     revoked: false,
@@ -81,7 +83,7 @@ impl Mock {
     }
 
     /// The demo advertiser's seeded pixel.
-    pub fn demo_pixel(&self) -> state::Pixel {
+    pub fn demo_pixel(&self) -> model::Pixel {
         self.with_state(|s| s.pixels[0].clone())
     }
 
@@ -346,15 +348,15 @@ impl Mock {
 }
 
 /// Which entity `/campaign|adgroup|ad/<action>/` is about.
-fn kind_of(path: &str, action: &str) -> Option<campaigns::Kind> {
+fn kind_of(path: &str, action: &str) -> Option<model::Kind> {
     let (entity, rest) = path.strip_prefix('/')?.split_once('/')?;
     if rest != format!("{action}/") {
         return None;
     }
     match entity {
-        "campaign" => Some(campaigns::Kind::Campaign),
-        "adgroup" => Some(campaigns::Kind::AdGroup),
-        "ad" => Some(campaigns::Kind::Ad),
+        "campaign" => Some(model::Kind::Campaign),
+        "adgroup" => Some(model::Kind::AdGroup),
+        "ad" => Some(model::Kind::Ad),
         _ => None,
     }
 }

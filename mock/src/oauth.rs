@@ -1,11 +1,10 @@
 //! Advertiser OAuth (tiktok-api.md §2) and creator tokens (§2.1).
 
 use crate::Mock;
-use crate::envelope::{Reply, Response, paginate, paging, text_response};
-use crate::request::Params;
-use crate::state::{
-    AUTH_CODE_TTL, AuthCode, CREATOR_ACCESS_TTL, CREATOR_REFRESH_TTL, CreatorToken, State, Token,
-};
+use crate::envelope::{Reply, Response, paginate, text_response};
+use crate::model::{AuthCode, CreatorToken, Token};
+use crate::request::{Params, paging};
+use crate::state::{AUTH_CODE_TTL, CREATOR_ACCESS_TTL, CREATOR_REFRESH_TTL, State};
 use serde_json::json;
 
 /// The scope TikTok returns for an ads-management authorization.

@@ -4,10 +4,10 @@
 //! are the sums of their ads, so levels agree with each other. Values are strings, as in
 //! TikTok's examples, and dates are the advertiser's local dates.
 
-use crate::campaigns::{Entity, Kind};
-use crate::envelope::{Reply, paging};
-use crate::request::Params;
-use crate::state::{State, Token};
+use crate::envelope::Reply;
+use crate::model::{Entity, Kind, Token};
+use crate::request::{Params, paging};
+use crate::state::State;
 use crate::time::{format_date, parse_date};
 use serde_json::{Map, Value, json};
 

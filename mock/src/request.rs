@@ -1,5 +1,6 @@
 //! Reading a request the way TikTok does: JSON bodies for POST, and GET parameters where
-//! arrays and objects are JSON text (`advertiser_ids=["1","2"]`).
+//! arrays and objects are JSON text (`advertiser_ids=["1","2"]`). Errors are envelope
+//! `Reply`s (40002); `envelope` does not depend on this module.
 
 use crate::envelope::Reply;
 use serde_json::{Map, Value};
@@ -86,6 +87,21 @@ impl Params {
             Some(_) => Err(Reply::param(format!("{key}: Not a valid list."))),
         }
     }
+}
+
+/// Reads `page` (≥ 1, default 1) and `page_size` (1..=max, default 10) from params.
+pub fn paging(params: &Params, max: u64) -> Result<(u64, u64), Reply> {
+    let page = params.u64("page")?.unwrap_or(1);
+    let page_size = params.u64("page_size")?.unwrap_or(10);
+    if page < 1 {
+        return Err(Reply::param("page: must be greater than or equal to 1"));
+    }
+    if !(1..=max).contains(&page_size) {
+        return Err(Reply::param(format!(
+            "page_size: must be between 1 and {max}"
+        )));
+    }
+    Ok((page, page_size))
 }
 
 #[cfg(test)]

@@ -1,5 +1,17 @@
 //! Everything the mock remembers, behind one lock; rebuilt from the seed on reset.
+//!
+//! The records it holds are defined in `model`; this module owns the container, the
+//! seeded id generator, the clock and the rate-limit buckets. It depends on `model` and
+//! the leaf helpers `request`/`envelope` only, never on the API-area modules.
 
+use crate::envelope::Reply;
+use crate::request::Params;
+// Re-exported so the records' old paths (`state::Advertiser`, …) keep working.
+pub use crate::model::{
+    Advertiser, AuthCode, CreatorToken, EventKey, Fault, FaultKind, LoggedRequest, Pixel,
+    StoredEvent, Token,
+};
+use crate::model::{Audience, AudienceFile, Catalog, Entity, FeedLog, Identity, PostCode, Video};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -39,105 +51,6 @@ impl Default for MockConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Advertiser {
-    pub id: String,
-    pub name: String,
-    pub currency: String,
-    pub timezone: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pixel {
-    pub id: String,
-    /// What the Events API calls `event_source_id`: 20 uppercase letters and digits.
-    pub code: String,
-    pub name: String,
-    pub advertiser_id: String,
-}
-
-impl Pixel {
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({"pixel_id": self.id, "pixel_code": self.code, "pixel_name": self.name, "advertiser_id": self.advertiser_id, "activity_status": "ACTIVE"})
-    }
-}
-
-/// An Events API event the mock received (duplicates are kept, flagged).
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub source: String,
-    pub source_id: String,
-    pub event: String,
-    pub event_id: Option<String>,
-    pub test_event_code: Option<String>,
-    /// Same (source id, event, event_id) as an event within the last 48 h: TikTok drops it.
-    pub duplicate: bool,
-    pub body: Value,
-    pub received: Instant,
-}
-
-/// What TikTok deduplicates events on: (event_source_id, event, event_id).
-pub type EventKey = (String, String, String);
-
-impl StoredEvent {
-    pub fn key(&self) -> Option<EventKey> {
-        let id = self.event_id.clone()?;
-        Some((self.source_id.clone(), self.event.clone(), id))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthCode {
-    pub app_id: String,
-    pub advertiser_ids: Vec<String>,
-    pub issued: Instant,
-    pub used: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Token {
-    pub app_id: String,
-    pub advertiser_ids: Vec<String>,
-    pub revoked: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct CreatorToken {
-    pub open_id: String,
-    pub access_token: String,
-    pub access_expires: Instant,
-    pub refresh_expires: Instant,
-}
-
-/// A request the mock received, for `GET /_mock/requests`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LoggedRequest {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub body: String,
-    pub code: i64,
-}
-
-/// A scripted response for the next matching request (`POST /_mock/inject`).
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Only requests whose path contains this (all when empty).
-    pub path: String,
-    pub kind: FaultKind,
-    pub delay: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum FaultKind {
-    /// HTTP 200 with this envelope code and message.
-    Code { code: i64, message: String },
-    /// An HTTP error with an HTML body, as a proxy in front of TikTok sends.
-    Http { status: u16 },
-    /// Only the delay; then the request is handled normally.
-    DelayOnly,
-}
-
 pub const AUTH_CODE_TTL: Duration = Duration::from_secs(3600);
 pub const CREATOR_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const CREATOR_REFRESH_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -149,14 +62,14 @@ pub struct State {
     pub clock_offset: Duration,
     pub advertisers: Vec<Advertiser>,
     pub pixels: Vec<Pixel>,
-    pub entities: Vec<crate::campaigns::Entity>,
-    pub post_codes: Vec<crate::creative::PostCode>,
-    pub identities: Vec<crate::creative::Identity>,
-    pub catalogs: Vec<crate::catalog::Catalog>,
-    pub feed_logs: Vec<crate::catalog::FeedLog>,
-    pub videos: Vec<crate::files::Video>,
-    pub audience_files: Vec<crate::files::AudienceFile>,
-    pub audiences: Vec<crate::files::Audience>,
+    pub entities: Vec<Entity>,
+    pub post_codes: Vec<PostCode>,
+    pub identities: Vec<Identity>,
+    pub catalogs: Vec<Catalog>,
+    pub feed_logs: Vec<FeedLog>,
+    pub videos: Vec<Video>,
+    pub audience_files: Vec<AudienceFile>,
+    pub audiences: Vec<Audience>,
     pub events: Vec<StoredEvent>,
     /// The stored events by (source id, event, event_id): when the newest came, and how
     /// many are stored. Finding a duplicate by scanning `events` made each batch cost
@@ -275,16 +188,16 @@ impl State {
     pub fn idempotent(
         &mut self,
         advertiser_id: &str,
-        p: &crate::request::Params,
-        create: impl FnOnce(&mut State) -> Result<Value, crate::envelope::Reply>,
-    ) -> Result<crate::envelope::Reply, crate::envelope::Reply> {
+        p: &Params,
+        create: impl FnOnce(&mut State) -> Result<Value, Reply>,
+    ) -> Result<Reply, Reply> {
         let request_id = p.str("request_id")?;
         if let Some(id) = &request_id
             && self
                 .create_request_ids
                 .contains_key(&(advertiser_id.to_string(), id.clone()))
         {
-            return Err(crate::envelope::Reply::error(
+            return Err(Reply::error(
                 40050,
                 format!("Duplicated request: request_id {id} was already used."),
             ));
@@ -294,7 +207,7 @@ impl State {
             self.create_request_ids
                 .insert((advertiser_id.to_string(), id), data.clone());
         }
-        Ok(crate::envelope::Reply::ok(data))
+        Ok(Reply::ok(data))
     }
 
     pub fn advertiser(&self, id: &str) -> Option<&Advertiser> {
