@@ -1,5 +1,5 @@
 //! The wasm tax on the pixel hot path: the same `POST /pixel/events` handling (core's
-//! `pixel_api::handle`) against the same SQLite store, once natively and once through
+//! `api::handle`) against the same SQLite store, once natively and once through
 //! tiktok-edge's `App` (routing, a fresh pixel-collector instance, WASI), without TCP.
 //! `cargo bench -p tiktok-edge --bench ingest`
 //!
@@ -17,9 +17,9 @@ use tiktok_edge::kv::sqlite::SqliteBackend;
 use tiktok_edge::kv::{KeyValueBackend, Write, Written};
 use tiktok_edge::{App, AppOptions};
 use tiktok_edge_core::ApiError;
-use tiktok_edge_core::env::{Config, Env};
-use tiktok_edge_core::http::Request;
-use tiktok_edge_core::tiktok::{IncomingResponse, OutgoingRequest, Transport, TransportError};
+use tiktok_edge_core::platform::env::{Config, Env};
+use tiktok_edge_core::platform::http::Request;
+use tiktok_edge_core::platform::outbound::{IncomingResponse, OutgoingRequest, Transport, TransportError};
 
 /// The tiktok-edge CLI's allocator, so both sides compare code, not allocators.
 #[global_allocator]
@@ -57,7 +57,7 @@ impl Native {
     }
 }
 
-impl tiktok_edge_core::kv::KeyValue for Native {
+impl tiktok_edge_core::platform::kv::KeyValue for Native {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
         self.kv.get("default", key).map_err(storage)
     }
@@ -161,13 +161,13 @@ fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
         let req = Request::new(method, path)
             .with_header("authorization", &format!("Bearer {ADMIN}"))
             .with_body(body);
-        tiktok_edge_core::oauth_api::handle(&env, &req).unwrap()
+        tiktok_edge_core::oauth::api::handle(&env, &req).unwrap()
     };
     admin("POST", "/v1/orgs", r#"{"id":"bench"}"#);
     let req = Request::new("POST", "/v1/orgs/bench/pixels")
         .with_header("authorization", &format!("Bearer {ADMIN}"))
         .with_body(r#"{"pixel_code":"BENCH","access_token":"t"}"#);
-    let created = tiktok_edge_core::pixel_api::handle(&env, &req, "").unwrap();
+    let created = tiktok_edge_core::pixel::api::handle(&env, &req, "").unwrap();
     let pixel: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
     let path = format!("/pixel/events?pixel={}", pixel["id"].as_str().unwrap());
     let start = Instant::now();
@@ -175,7 +175,7 @@ fn native(dir: &Path, batch: usize, rounds: usize) -> Duration {
         let req = Request::new("POST", &path)
             .with_body(body(batch, round))
             .with_header("spin-client-addr", "127.0.0.1:1");
-        let r = tiktok_edge_core::pixel_api::handle(&env, &req, "").unwrap();
+        let r = tiktok_edge_core::pixel::api::handle(&env, &req, "").unwrap();
         assert_eq!(r.status, 200);
     }
     start.elapsed()
@@ -289,12 +289,12 @@ fn serve(listen: &str, dir: &Path) {
                             };
                             let handled = match core.path.as_str() {
                                 p if p.starts_with("/info/") => {
-                                    Ok(tiktok_edge_core::http::Response::json(200, &json!({})))
+                                    Ok(tiktok_edge_core::platform::http::Response::json(200, &json!({})))
                                 }
-                                "/v1/orgs" => tiktok_edge_core::oauth_api::handle(&env, &core),
-                                _ => tiktok_edge_core::pixel_api::handle(&env, &core, ""),
+                                "/v1/orgs" => tiktok_edge_core::oauth::api::handle(&env, &core),
+                                _ => tiktok_edge_core::pixel::api::handle(&env, &core, ""),
                             };
-                            handled.unwrap_or_else(|e| tiktok_edge_core::http::Response::error(&e))
+                            handled.unwrap_or_else(|e| tiktok_edge_core::platform::http::Response::error(&e))
                         })
                         .await
                         .unwrap();

@@ -183,7 +183,7 @@ async fn run(config: MockConfig, queries: bool) {
                     ("dimensions", "[\"ad_id\",\"stat_time_day\"]"),
                     (
                         "metrics",
-                        &json!(tiktok_edge_core::metrics::BASE).to_string(),
+                        &json!(tiktok_edge_core::metrics::report::BASE).to_string(),
                     ),
                     ("start_date", &window.to_string()),
                     ("end_date", &end.to_string()),

@@ -6,7 +6,7 @@ mod common;
 
 use common::world::{ADMIN, World, world};
 use serde_json::{Map, Value, json};
-use tiktok_edge_core::video::sample::mp4;
+use tiktok_edge_core::ads::video::sample::mp4;
 use tiktok_mock::campaigns::{Entity, Kind};
 
 /// An org "acme" with its key, connected to the mock's demo advertiser.

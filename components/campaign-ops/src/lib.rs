@@ -4,10 +4,10 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/campaign-ops");
 
 use exports::tiktok::edge::campaigns::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::campaign_ops::{self, ListQuery};
-use tiktok_edge_core::campaigns::Kind;
-use tiktok_edge_core::connections::AdvertiserAccess;
-use tiktok_edge_core::{OrgId, campaign_api};
+use tiktok_edge_core::ads::entities::{self, ListQuery};
+use tiktok_edge_core::ads::rules::Kind;
+use tiktok_edge_core::tenancy::advertiser_access::AdvertiserAccess;
+use tiktok_edge_core::{OrgId, ads::api};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{BodyReader, Request, Response, read_body, read_head, send};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -36,7 +36,7 @@ fn json(text: &str) -> Result<serde_json::Value, ApiError> {
 fn as_advertiser<R>(
     org: &str,
     advertiser_id: &str,
-    f: impl FnOnce(&tiktok_edge_core::env::Env, &AdvertiserAccess) -> Result<R, ApiError>,
+    f: impl FnOnce(&tiktok_edge_core::platform::env::Env, &AdvertiserAccess) -> Result<R, ApiError>,
 ) -> Result<R, Error> {
     let org = OrgId::parse(org)?;
     Ok(with_env(|env| {
@@ -60,9 +60,9 @@ impl Capability for Component {
         idempotency_key: Option<String>,
     ) -> Result<wit::Created, Error> {
         let body = json(&body_json)?;
-        let key = tiktok_edge_core::idempotency::parse_key(idempotency_key.as_deref())?;
+        let key = tiktok_edge_core::ads::idempotency::parse_key(idempotency_key.as_deref())?;
         let out = as_advertiser(&org, &advertiser_id, |env, a| {
-            campaign_ops::create(env, a, kind(k), &body, key.as_deref())
+            entities::create(env, a, kind(k), &body, key.as_deref())
         })?;
         Ok(wit::Created {
             status: out.status,
@@ -78,7 +78,7 @@ impl Capability for Component {
         id: String,
     ) -> Result<String, Error> {
         as_advertiser(&org, &advertiser_id, |env, a| {
-            campaign_ops::get(env, a, kind(k), &id)
+            entities::get(env, a, kind(k), &id)
         })
         .map(|v| v.to_string())
     }
@@ -105,7 +105,7 @@ impl Capability for Component {
             status: q.include_deleted.then(|| k.all_statuses().to_string()),
         };
         as_advertiser(&org, &advertiser_id, |env, a| {
-            campaign_ops::list(env, a, k, &query)
+            entities::list(env, a, k, &query)
         })
         .map(|v| v.to_string())
     }
@@ -119,7 +119,7 @@ impl Capability for Component {
     ) -> Result<String, Error> {
         let body = json(&body_json)?;
         as_advertiser(&org, &advertiser_id, |env, a| {
-            campaign_ops::update(env, a, kind(k), &id, &body)
+            entities::update(env, a, kind(k), &id, &body)
         })
         .map(|v| v.to_string())
     }
@@ -138,7 +138,7 @@ impl Capability for Component {
         };
         let body = serde_json::json!({"operation_status": action, "ids": ids});
         let r = as_advertiser(&org, &advertiser_id, |env, a| {
-            campaign_ops::set_status(env, a, kind(k), &body)
+            entities::set_status(env, a, kind(k), &body)
         })?;
         Ok(wit::StatusReport {
             requested: r.requested as u32,
@@ -175,16 +175,16 @@ fn route(request: &IncomingRequest, req: &mut Request) -> Result<Response, ApiEr
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/campaign-ops") => Ok(Response::method_not_allowed("GET")),
-        _ if campaign_api::is_streamed(req) => {
+        _ if api::is_streamed(req) => {
             let mut body = BodyReader::new(request)?;
-            with_env(|env| campaign_api::handle_streamed(env, req, &mut body))
+            with_env(|env| api::handle_streamed(env, req, &mut body))
         }
         _ => with_env(|env| {
             // The caller's key is checked before its body is read: the host streams
             // this component's bodies, and a stranger must not hold a request open.
-            tiktok_edge_core::orgs::guard(env, req)?;
+            tiktok_edge_core::tenancy::access::guard(env, req)?;
             req.body = read_body(request, MAX_BODY)?;
-            campaign_api::handle(env, req)
+            api::handle(env, req)
         }),
     }
 }

@@ -1,10 +1,10 @@
 //! Test fixtures: an [`Env`] over memory, fixed variables and a scripted TikTok.
 
 use crate::ApiError;
-use crate::env::{Config, Env};
-use crate::kv::{KeyValue, MemoryKv};
-use crate::tiktok::OutgoingRequest;
-use crate::tiktok::fake::{FakeTransport, err, ok};
+use crate::platform::env::{Config, Env};
+use crate::platform::kv::{KeyValue, MemoryKv};
+use crate::platform::outbound::OutgoingRequest;
+use crate::tiktok::client::fake::{FakeTransport, err, ok};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -108,7 +108,7 @@ impl TestEnv {
             .answers
             .borrow_mut()
             .extend(answers.into_iter().map(|v| {
-                Ok(crate::tiktok::IncomingResponse {
+                Ok(crate::platform::outbound::IncomingResponse {
                     status: 200,
                     body: serde_json::to_vec(&v).unwrap(),
                 })

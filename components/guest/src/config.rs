@@ -16,10 +16,10 @@ pub fn require(name: &str) -> Result<String, ApiError> {
     get(name)?.ok_or_else(|| ApiError::Internal(format!("variable {name} is not set")))
 }
 
-/// `wasi:config` as core's [`tiktok_edge_core::env::Config`].
+/// `wasi:config` as core's [`tiktok_edge_core::platform::env::Config`].
 pub struct WasiConfig;
 
-impl tiktok_edge_core::env::Config for WasiConfig {
+impl tiktok_edge_core::platform::env::Config for WasiConfig {
     fn get(&self, name: &str) -> Result<Option<String>, ApiError> {
         get(name)
     }

@@ -6,7 +6,7 @@ use crate::config::WasiConfig;
 use crate::kv::Store;
 use crate::transport::WasiTransport;
 use tiktok_edge_core::DEFAULT_STORE;
-use tiktok_edge_core::env::Env;
+use tiktok_edge_core::platform::env::Env;
 
 /// Runs `f` with this request's [`Env`].
 pub fn with_env<R>(f: impl FnOnce(&Env) -> Result<R, ApiError>) -> Result<R, ApiError> {

@@ -10,7 +10,7 @@ use crate::wasi::http::types::{
     ResponseOutparam, Scheme,
 };
 use crate::wasi::io::streams::StreamError;
-pub use tiktok_edge_core::http::{Request, Response};
+pub use tiktok_edge_core::platform::http::{Request, Response};
 
 /// Largest request body a component reads by default; hosts usually cap lower.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;

@@ -64,7 +64,7 @@ impl Store {
     }
 }
 
-impl tiktok_edge_core::kv::KeyValue for Store {
+impl tiktok_edge_core::platform::kv::KeyValue for Store {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
         Store::get(self, key)
     }

@@ -4,9 +4,10 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/metrics-fetch");
 
 use exports::tiktok::edge::metrics::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::metrics::{self, Granularity, GroupBy, Level, Query};
-use tiktok_edge_core::metrics_sync::{self, RunStatus, SyncRequest};
-use tiktok_edge_core::{OrgId, metrics_api};
+use tiktok_edge_core::metrics::query::{self, GroupBy, Query};
+use tiktok_edge_core::metrics::report::{Granularity, Level};
+use tiktok_edge_core::metrics::sync::{self, RunStatus, SyncRequest};
+use tiktok_edge_core::{OrgId, metrics::api};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -63,7 +64,7 @@ impl Capability for Component {
             advertiser_id,
             ..SyncRequest::default()
         };
-        let r = with_env(|env| metrics_sync::sync(env, &org, &req))?;
+        let r = with_env(|env| sync::sync(env, &org, &req))?;
         Ok(wit::SyncReport {
             advertiser_id: r.advertiser_id,
             timezone: r.timezone,
@@ -107,7 +108,7 @@ impl Capability for Component {
             },
             entities: None,
         };
-        let rows = with_env(|env| metrics::query(env.kv, &org, &q))?;
+        let rows = with_env(|env| query::query(env.kv, &org, &q))?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -144,7 +145,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/metrics-fetch") => Ok(Response::method_not_allowed("GET")),
-        _ => with_env(|env| metrics_api::handle(env, req)),
+        _ => with_env(|env| api::handle(env, req)),
     }
 }
 

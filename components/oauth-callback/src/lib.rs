@@ -1,13 +1,13 @@
 //! The `oauth-callback` component: bindings and routing only; logic lives in
-//! `tiktok-edge-core` (`oauth_api`, `oauth`, `connections`, `orgs`).
+//! `tiktok-edge-core` (`tenancy`, `oauth`).
 
 tiktok_edge_guest::component_bindings!("tiktok:edge/oauth-callback");
 
 use exports::tiktok::edge::oauth::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::connections::{self, Connection, Status};
-use tiktok_edge_core::oauth_state::Kind;
-use tiktok_edge_core::{OrgId, oauth, oauth_api};
+use tiktok_edge_core::tenancy::connections::{self, Connection, Status};
+use tiktok_edge_core::tenancy::connections::Kind;
+use tiktok_edge_core::{OrgId, oauth::flow, oauth::api};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -69,7 +69,7 @@ impl Capability for Component {
     }
 
     fn refresh_creator_tokens(within_seconds: u32) -> Result<wit::RefreshReport, Error> {
-        let report = with_env(|env| oauth::refresh_creator_tokens(env, within_seconds.into()))?;
+        let report = with_env(|env| flow::refresh_creator_tokens(env, within_seconds.into()))?;
         let n = |v: usize| v.min(u32::MAX as usize) as u32;
         Ok(wit::RefreshReport {
             checked: n(report.checked),
@@ -93,7 +93,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/oauth-callback") => Ok(Response::method_not_allowed("GET")),
-        _ => with_env(|env| oauth_api::handle(env, req)),
+        _ => with_env(|env| api::handle(env, req)),
     }
 }
 

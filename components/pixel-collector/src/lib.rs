@@ -4,7 +4,8 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/pixel-collector");
 
 use exports::tiktok::edge::pixel::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::{OrgId, collector, pixel_api, pixels};
+use tiktok_edge_core::OrgId;
+use tiktok_edge_core::pixel::{api, forward, queue, registry};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -28,7 +29,7 @@ impl Capability for Component {
     }
 
     fn flush() -> Result<wit::FlushReport, Error> {
-        let r = with_env(collector::flush)?;
+        let r = with_env(forward::flush)?;
         Ok(wit::FlushReport {
             pixels: n(r.pixels),
             requests: n(r.requests),
@@ -41,7 +42,7 @@ impl Capability for Component {
 
     fn stats(org: String, pixel_id: String) -> Result<wit::PixelStats, Error> {
         let org = OrgId::parse(&org)?;
-        let s = with_env(|env| collector::stats(env, &pixels::get(env, &org, &pixel_id)?))?;
+        let s = with_env(|env| queue::stats(env, &registry::get(env, &org, &pixel_id)?))?;
         Ok(wit::PixelStats {
             received: s.received,
             rejected: s.rejected,
@@ -67,7 +68,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/pixel-collector") => Ok(Response::method_not_allowed("GET")),
-        _ => with_env(|env| pixel_api::handle(env, req, SCRIPT)),
+        _ => with_env(|env| api::handle(env, req, SCRIPT)),
     }
 }
 

@@ -4,7 +4,7 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/webhook-receiver");
 
 use exports::tiktok::edge::webhooks::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::{webhook_api, webhooks};
+use tiktok_edge_core::webhooks::{api, apps, deliveries, process};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};
@@ -26,7 +26,7 @@ impl Capability for Component {
     }
 
     fn process() -> Result<wit::ProcessReport, Error> {
-        let r = with_env(webhooks::process)?;
+        let r = with_env(process::process)?;
         Ok(wit::ProcessReport {
             apps: n(r.apps),
             processed: n(r.processed),
@@ -38,9 +38,9 @@ impl Capability for Component {
 
     fn stats() -> Result<Vec<wit::AppStats>, Error> {
         let all = with_env(|env| {
-            webhooks::apps(env)?
+            apps::apps(env)?
                 .iter()
-                .map(|a| webhooks::stats(env, a))
+                .map(|a| deliveries::stats(env, a))
                 .collect::<Result<Vec<_>, ApiError>>()
         })?;
         Ok(all
@@ -75,7 +75,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             &info::to_json(&info::component_info(NAME, VERSION)?),
         )),
         (_, "/info/webhook-receiver") => Ok(Response::method_not_allowed("GET")),
-        _ => with_env(|env| webhook_api::handle(env, req)),
+        _ => with_env(|env| api::handle(env, req)),
     }
 }
 
