@@ -9,7 +9,11 @@ fn main() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
     let apps = tests.join("apps");
     let workspace = tests.parent().expect("tests/ is inside the workspace");
-    rerun_if_changed(&[&apps, &workspace.join("wit"), &workspace.join("host/wit")]);
+    rerun_if_changed(&[
+        &apps,
+        &workspace.join("wit"),
+        &workspace.join("crates/runtime/wit"),
+    ]);
     let target_dir = workspace.join("target/test-apps");
     let p2 = build(
         &apps,
@@ -27,12 +31,4 @@ fn main() {
     );
     println!("cargo:rustc-env=TEST_APPS_P2={}", p2.display());
     println!("cargo:rustc-env=TEST_APPS_P1={}", p1.display());
-    println!(
-        "cargo:rustc-env=COMPONENTS_DIR={}",
-        workspace
-            .join("target/components")
-            .join(TARGET)
-            .join("component")
-            .display()
-    );
 }
