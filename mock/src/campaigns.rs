@@ -10,7 +10,7 @@ use crate::time::{format_datetime, parse_datetime};
 use serde_json::{Map, Value, json};
 
 // The stored entity types live in `model`; re-exported here, where callers know them from.
-pub use crate::model::{Entity, Kind};
+use crate::model::{Entity, Kind};
 
 pub const OBJECTIVES: &[&str] = &[
     "REACH",

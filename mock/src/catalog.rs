@@ -7,7 +7,7 @@ use crate::state::State;
 use serde_json::{Map, Value, json};
 
 // The stored types live in `model`; re-exported under their old paths.
-pub use crate::model::{Catalog, FeedLog};
+use crate::model::{Catalog, FeedLog};
 
 pub const CATALOG_TYPES: &[&str] = &[
     "AUTO",
@@ -17,7 +17,7 @@ pub const CATALOG_TYPES: &[&str] = &[
     "FLIGHT",
     "HOTEL",
 ];
-const AVAILABILITY: &[&str] = &[
+pub const AVAILABILITY: &[&str] = &[
     "IN_STOCK",
     "AVAILABLE_FOR_ORDER",
     "PREORDER",

@@ -9,7 +9,7 @@ use crate::state::State;
 use serde_json::{Value, json};
 
 // The stored types live in `model`; re-exported under their old paths.
-pub use crate::model::{Identity, PostCode};
+use crate::model::{Identity, PostCode};
 
 /// Makes a post code, as a creator would in the TikTok app.
 pub fn new_post_code(s: &mut State) -> PostCode {

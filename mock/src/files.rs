@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 // The stored types live in `model`; re-exported under their old paths.
-pub use crate::model::{Audience, AudienceFile, Video};
+use crate::model::{Audience, AudienceFile, Video};
 
 /// TikTok's limit for an ad video.
 pub const MAX_VIDEO_BYTES: usize = 500 << 20;

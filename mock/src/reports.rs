@@ -11,7 +11,7 @@ use crate::state::State;
 use crate::time::{format_date, parse_date};
 use serde_json::{Map, Value, json};
 
-const BASE_METRICS: &[&str] = &[
+pub const BASE_METRICS: &[&str] = &[
     "impressions",
     "clicks",
     "spend",

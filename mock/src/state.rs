@@ -6,9 +6,8 @@
 
 use crate::envelope::Reply;
 use crate::request::Params;
-// Re-exported so the records' old paths (`state::Advertiser`, …) keep working.
-pub use crate::model::{
-    Advertiser, AuthCode, CreatorToken, EventKey, Fault, FaultKind, LoggedRequest, Pixel,
+use crate::model::{
+    Advertiser, AuthCode, CreatorToken, EventKey, Fault, LoggedRequest, Pixel,
     StoredEvent, Token,
 };
 use crate::model::{Audience, AudienceFile, Catalog, Entity, FeedLog, Identity, PostCode, Video};

@@ -11,4 +11,5 @@ mod metrics;
 mod oauth;
 mod pixel;
 mod spin_sdk;
+mod vocabulary;
 mod webhooks;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 /// Identifier types hashed here from plain values.
-const HASHED_HERE: &[&str] = &[
+pub const HASHED_HERE: &[&str] = &[
     "EMAIL_SHA256",
     "PHONE_SHA256",
     "IDFA_SHA256",
@@ -29,7 +29,7 @@ const HASHED_HERE: &[&str] = &[
     "MAID_SHA256",
 ];
 /// Types taken only already hashed (their normalization is not in our reference).
-const PREHASHED_ONLY: &[(&str, usize)] = &[
+pub const PREHASHED_ONLY: &[(&str, usize)] = &[
     ("IDFA_MD5", 32),
     ("GAID_MD5", 32),
     ("MAID_MD5", 32),
