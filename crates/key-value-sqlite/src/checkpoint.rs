@@ -27,7 +27,6 @@ pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<(bool, i64, i64)
     })
 }
 
-
 impl Shared {
     /// The checkpointer thread: after commits, waits [`CHECKPOINT_DELAY`] and copies
     /// the WAL into the database on its own connection, until the backend is dropped.
@@ -76,4 +75,3 @@ impl Shared {
         }
     }
 }
-

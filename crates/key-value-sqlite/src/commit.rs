@@ -2,9 +2,9 @@
 //! transaction commits every write waiting and answers each once it is durable, and each
 //! write goes to the table or, for a certainly new small key, to the write buffer.
 
-use crate::*;
 use crate::checkpoint::checkpoint;
 use crate::merge::round_due;
+use crate::*;
 
 /// Most writes one group commit takes; the rest wait for the next.
 const MAX_GROUP: usize = 512;
@@ -139,7 +139,12 @@ impl Shared {
     /// Applies a group in one transaction. If SQLite fails on one of them (a full disk,
     /// say) none is committed, and each is then tried alone so it gets its own answer.
     /// `new`: [`Self::new_keys`] of the group's added keys, in order.
-    pub(crate) fn commit_group(&self, conn: &mut Connection, group: &[Queued], new: &[bool]) -> Answers {
+    pub(crate) fn commit_group(
+        &self,
+        conn: &mut Connection,
+        group: &[Queued],
+        new: &[bool],
+    ) -> Answers {
         // Each write's share of `new`, split once for both paths.
         let mut rest = new;
         let flags: Vec<&[bool]> = group
@@ -242,7 +247,9 @@ impl<'c> Routing<'_, 'c> {
         Ok(self.upsert.as_mut().expect("just prepared"))
     }
 
-    pub(crate) fn append_statement(&mut self) -> rusqlite::Result<&mut rusqlite::CachedStatement<'c>> {
+    pub(crate) fn append_statement(
+        &mut self,
+    ) -> rusqlite::Result<&mut rusqlite::CachedStatement<'c>> {
         if self.append.is_none() {
             self.append = Some(self.c.prepare_cached(buffer::APPEND)?);
         }
@@ -267,7 +274,11 @@ impl<'c> Routing<'_, 'c> {
 
     /// The key's newest buffered value: `None` when it is not buffered, `Some(None)`
     /// when it was deleted.
-    pub(crate) fn current(&self, store: &str, key: &str) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
+    pub(crate) fn current(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
         let c = self.c;
         Ok(match self.buffered(store, key) {
             None => None,
@@ -307,7 +318,12 @@ impl<'c> Routing<'_, 'c> {
         })
     }
 
-    pub(crate) fn append(&mut self, store: &str, key: &str, value: Option<&[u8]>) -> rusqlite::Result<()> {
+    pub(crate) fn append(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> rusqlite::Result<()> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.append_statement()?
             .execute(params![seq, store, key, value])?;
@@ -334,7 +350,13 @@ impl<'c> Routing<'_, 'c> {
     /// A stale `true` (a group retried write by write, or a key written twice in one
     /// group) only puts a key in both places, which is harmless: the buffer shadows the
     /// table, and the merge overwrites it (dropping any cached copy).
-    pub(crate) fn set(&mut self, store: &str, key: &str, value: &[u8], new: bool) -> rusqlite::Result<()> {
+    pub(crate) fn set(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: &[u8],
+        new: bool,
+    ) -> rusqlite::Result<()> {
         if self.is_buffered(store, key) || (new && self.takes_new(value)) {
             self.append(store, key, Some(value))
         } else {
@@ -432,4 +454,3 @@ pub(crate) fn apply(
         }
     }))
 }
-

@@ -36,9 +36,9 @@
 
 mod buffer;
 mod cache;
-mod filter;
 mod checkpoint;
 mod commit;
+mod filter;
 mod key_scan;
 mod merge;
 mod open;
@@ -54,13 +54,15 @@ mod tests;
 use crate::buffer::{Change, Held, WriteBuffer};
 use crate::cache::{Cached, ValueCache};
 use crate::filter::{Bloom, KeyFilter, Presence};
-use tiktok_edge_kv::{KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key};
 use foldhash::HashMap;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tiktok_edge_kv::{
+    KeyPage, KeyValue, KeyValueBackend, KvError, Write, WriteFuture, Written, check_key,
+};
 
 /// Most keys one `list_keys` call returns, whatever the caller asks.
 pub const MAX_PAGE: usize = 10_000;
@@ -747,4 +749,3 @@ impl KeyValueBackend for SqliteBackend {
         })
     }
 }
-

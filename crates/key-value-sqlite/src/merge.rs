@@ -254,7 +254,12 @@ pub(crate) fn recover_buffer(conn: &Connection) -> rusqlite::Result<usize> {
 /// Under load that never lets up, the rounds come at three quarters full: then the
 /// store ingests new keys as fast as it merges them, as before, but a round takes more
 /// keys per page.
-pub(crate) fn round_due(len: usize, capacity: usize, quiet: Duration, since_round: Duration) -> bool {
+pub(crate) fn round_due(
+    len: usize,
+    capacity: usize,
+    quiet: Duration,
+    since_round: Duration,
+) -> bool {
     let (num, den) = MERGE_AT_FULL;
     len > 0
         && (len.saturating_mul(den) >= capacity.saturating_mul(num)
@@ -269,4 +274,3 @@ pub(crate) fn next_chunk(keys: usize, held: Duration) -> usize {
     let fit = MERGE_HOLD.as_secs_f64() / per_key.max(1e-9);
     (fit as usize).clamp(MIN_MERGE_CHUNK, MERGE_CHUNK)
 }
-

@@ -42,4 +42,3 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, KvError> {
     conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
     Ok(conn)
 }
-
