@@ -418,7 +418,9 @@ async fn each_request_gets_a_fresh_instance_unless_reuse_is_configured() {
 #[tokio::test]
 async fn compiled_components_are_cached_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    // The data dir's own cache, not the one the other tests share.
+    let own_cache = |o: &mut tiktok_edge_runtime::AppOptions| o.compiled_cache = None;
+    let s = start(dir.path(), APP, own_cache).await.unwrap();
     s.stop().await;
     let compiled = crate::common::data_dir(dir.path()).join("compiled");
     let cached: Vec<_> = std::fs::read_dir(&compiled)
@@ -429,7 +431,7 @@ async fn compiled_components_are_cached_in_the_data_dir() {
     assert_eq!(cached[0].extension().unwrap(), "cwasm");
     // A corrupt cache entry is ignored and replaced, not fatal.
     std::fs::write(&cached[0], b"garbage").unwrap();
-    let s = start(dir.path(), APP, |_| {}).await.unwrap();
+    let s = start(dir.path(), APP, own_cache).await.unwrap();
     assert_eq!(get(&s.url("/app/var/greeting")).await.0, 200);
     s.stop().await;
     assert!(

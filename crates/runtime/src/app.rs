@@ -3,9 +3,7 @@
 use crate::component::{ComponentHandler, ComponentRuntime, HandlerKind};
 use crate::engine::{EpochTicker, load_component, new_engine, new_linker};
 use crate::error::{RequestError, StartError};
-use tiktok_edge_kv_sqlite::SqliteBackend;
 use crate::key_value::KeyValueAccess;
-use tiktok_edge_kv::KeyValueBackend;
 use crate::manifest::Manifest;
 use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::routes::Router;
@@ -20,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tiktok_edge_kv::KeyValueBackend;
+use tiktok_edge_kv_sqlite::SqliteBackend;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::Store;
@@ -41,6 +41,9 @@ pub struct AppOptions {
     pub variables: HashMap<String, String>,
     /// Key-value backend; SQLite in `data_dir` when `None`.
     pub key_value: Option<Arc<dyn KeyValueBackend>>,
+    /// Where compiled components are cached; `data_dir/compiled` when `None`. Apps that
+    /// share the engine settings may share it (tests do, so each component compiles once).
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl AppOptions {
@@ -51,6 +54,7 @@ impl AppOptions {
             runtime_config: RuntimeConfig::default(),
             variables: HashMap::new(),
             key_value: None,
+            compiled_cache: None,
         }
     }
 }
@@ -108,7 +112,10 @@ impl App {
         let engine =
             new_engine(max_instances, limits.max_memory_bytes).map_err(StartError::Engine)?;
         let linker = new_linker(&engine).map_err(StartError::Engine)?;
-        let cache_dir = options.data_dir.join("compiled");
+        let cache_dir = options
+            .compiled_cache
+            .clone()
+            .unwrap_or_else(|| options.data_dir.join("compiled"));
 
         let mut components = Vec::new();
         let mut index_of = HashMap::new();

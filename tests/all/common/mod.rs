@@ -57,6 +57,7 @@ pub async fn start(
     let manifest_path = dir.join("spin.toml");
     std::fs::write(&manifest_path, manifest(manifest_text)).unwrap();
     let mut options = AppOptions::new(&manifest_path, data_dir(dir));
+    options.compiled_cache = Some(compiled_cache().to_path_buf());
     // Tests run many apps at once: keep each one's pooling reservation small.
     options.runtime_config.limits.max_concurrent_requests = 32;
     configure(&mut options);
@@ -80,6 +81,19 @@ pub async fn start(
         app,
         stop: Some(stop),
         task,
+    })
+}
+
+/// One compiled-component cache for every app this test process starts, so each
+/// component is compiled once rather than once per test. Emptied when the process first
+/// uses it, so entries of components built before do not pile up under `target/`.
+pub fn compiled_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-components");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the compiled-component cache");
+        dir
     })
 }
 
