@@ -5,12 +5,11 @@
 //! the leaf helpers `request`/`envelope` only, never on the API-area modules.
 
 use crate::envelope::Reply;
-use crate::request::Params;
 use crate::model::{
-    Advertiser, AuthCode, CreatorToken, EventKey, Fault, LoggedRequest, Pixel,
-    StoredEvent, Token,
+    Advertiser, AuthCode, CreatorToken, EventKey, Fault, LoggedRequest, Pixel, StoredEvent, Token,
 };
 use crate::model::{Audience, AudienceFile, Catalog, Entity, FeedLog, Identity, PostCode, Video};
+use crate::request::Params;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -11,8 +11,14 @@ fn set<'a>(words: impl IntoIterator<Item = &'a &'a str>) -> BTreeSet<&'a str> {
 #[test]
 fn objectives_and_budget_modes_are_the_same_words() {
     use tiktok_edge_core::ads::rules;
-    assert_eq!(set(rules::OBJECTIVES), set(tiktok_mock::campaigns::OBJECTIVES));
-    assert_eq!(set(rules::BUDGET_MODES), set(tiktok_mock::campaigns::BUDGET_MODES));
+    assert_eq!(
+        set(rules::OBJECTIVES),
+        set(tiktok_mock::campaigns::OBJECTIVES)
+    );
+    assert_eq!(
+        set(rules::BUDGET_MODES),
+        set(tiktok_mock::campaigns::BUDGET_MODES)
+    );
 }
 
 #[test]
@@ -33,8 +39,14 @@ fn every_metric_core_requests_is_one_the_mock_reports() {
 #[test]
 fn catalog_types_and_availability_are_the_same_words() {
     use tiktok_edge_core::ads::catalog;
-    assert_eq!(set(catalog::CATALOG_TYPES), set(tiktok_mock::catalog::CATALOG_TYPES));
-    assert_eq!(set(catalog::AVAILABILITY), set(tiktok_mock::catalog::AVAILABILITY));
+    assert_eq!(
+        set(catalog::CATALOG_TYPES),
+        set(tiktok_mock::catalog::CATALOG_TYPES)
+    );
+    assert_eq!(
+        set(catalog::AVAILABILITY),
+        set(tiktok_mock::catalog::AVAILABILITY)
+    );
 }
 
 #[test]
@@ -47,5 +59,8 @@ fn audience_identifier_types_core_sends_are_ones_the_mock_takes() {
         .collect();
     let mock = set(tiktok_mock::files::CALCULATE_TYPES);
     let unknown: Vec<_> = core.difference(&mock).collect();
-    assert!(unknown.is_empty(), "core sends types the mock refuses: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "core sends types the mock refuses: {unknown:?}"
+    );
 }

@@ -6,9 +6,9 @@ tiktok_edge_guest::component_bindings!("tiktok:edge/accounts");
 
 use exports::tiktok::edge::oauth::{self as wit, Guest as Capability};
 use exports::wasi::http::incoming_handler::Guest as IncomingHandler;
-use tiktok_edge_core::tenancy::connections::{self, Connection, Status};
 use tiktok_edge_core::tenancy::connections::Kind;
-use tiktok_edge_core::{OrgId, oauth::flow, oauth::api};
+use tiktok_edge_core::tenancy::connections::{self, Connection, Status};
+use tiktok_edge_core::{OrgId, oauth::api, oauth::flow};
 use tiktok_edge_guest::env::with_env;
 use tiktok_edge_guest::http::{Request, Response, serve};
 use tiktok_edge_guest::tiktok::edge::types::{ComponentInfo, Error};

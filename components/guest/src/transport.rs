@@ -13,8 +13,10 @@ use crate::wasi::http::types::{
 use crate::wasi::io::streams::StreamError;
 use std::borrow::Cow;
 use std::time::Duration;
+use tiktok_edge_core::platform::outbound::{
+    BodySource, IncomingResponse, OutgoingRequest, Transport, TransportError,
+};
 use tiktok_edge_core::tiktok::client::MAX_RESPONSE_BYTES;
-use tiktok_edge_core::platform::outbound::{BodySource, IncomingResponse, OutgoingRequest, Transport, TransportError};
 
 /// Outbound HTTP through the host.
 pub struct WasiTransport {

@@ -13,13 +13,15 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tiktok_edge_kv_sqlite::SqliteBackend;
-use tiktok_edge_kv::{KeyValueBackend, Write, Written};
-use tiktok_edge_runtime::{App, AppOptions};
 use tiktok_edge_core::ApiError;
 use tiktok_edge_core::platform::env::{Config, Env};
 use tiktok_edge_core::platform::http::Request;
-use tiktok_edge_core::platform::outbound::{IncomingResponse, OutgoingRequest, Transport, TransportError};
+use tiktok_edge_core::platform::outbound::{
+    IncomingResponse, OutgoingRequest, Transport, TransportError,
+};
+use tiktok_edge_kv::{KeyValueBackend, Write, Written};
+use tiktok_edge_kv_sqlite::SqliteBackend;
+use tiktok_edge_runtime::{App, AppOptions};
 
 /// The tiktok-edge CLI's allocator, so both sides compare code, not allocators.
 #[global_allocator]
@@ -195,7 +197,10 @@ async fn send(app: &App, method: &str, path: &str, body: String) -> (u16, Bytes)
 }
 
 async fn wasm(dir: &Path, batch: usize, rounds: usize) -> Duration {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
     let manifest = std::fs::read_to_string(workspace.join("spin.toml"))
         .unwrap()
         .replace(
@@ -289,12 +294,17 @@ fn serve(listen: &str, dir: &Path) {
                             };
                             let handled = match core.path.as_str() {
                                 p if p.starts_with("/info/") => {
-                                    Ok(tiktok_edge_core::platform::http::Response::json(200, &json!({})))
+                                    Ok(tiktok_edge_core::platform::http::Response::json(
+                                        200,
+                                        &json!({}),
+                                    ))
                                 }
                                 "/v1/orgs" => tiktok_edge_core::oauth::api::handle(&env, &core),
                                 _ => tiktok_edge_core::pixel::api::handle(&env, &core, ""),
                             };
-                            handled.unwrap_or_else(|e| tiktok_edge_core::platform::http::Response::error(&e))
+                            handled.unwrap_or_else(|e| {
+                                tiktok_edge_core::platform::http::Response::error(&e)
+                            })
                         })
                         .await
                         .unwrap();

@@ -87,7 +87,10 @@ fn main() {
 async fn run(config: MockConfig, queries: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(config.clone()).await.unwrap();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
     let manifest = std::fs::read_to_string(workspace.join("spin.toml"))
         .unwrap()
         .replace(

@@ -5,11 +5,11 @@
 //! Values set with `SPIN_VARIABLE_ADMIN_TOKEN` / `SPIN_VARIABLE_TOKEN_ENCRYPTION_KEYS` (or
 //! [`AppOptions::variables`]) always win; a file is only created when one is missing.
 
-use tiktok_edge_runtime::AppOptions;
-use tiktok_edge_runtime::variables::env_name;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tiktok_edge_runtime::AppOptions;
+use tiktok_edge_runtime::variables::env_name;
 
 pub const ADMIN_TOKEN: &str = "admin_token";
 pub const TOKEN_KEYS: &str = "token_encryption_keys";

@@ -6,14 +6,14 @@ mod admin_client;
 mod local_secrets;
 mod sandbox;
 
+use admin_client::AdminClient;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sandbox::Mode;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use admin_client::AdminClient;
-use sandbox::Mode;
 use tiktok_edge_runtime::runtime_config::RuntimeConfig;
 use tiktok_edge_runtime::variables::env_name;
 use tiktok_edge_runtime::{App, AppOptions};

@@ -1,12 +1,12 @@
 //! Host errors: why the host would not start, and why a request got no guest response.
 //! Each request error maps to its status and JSON body here, in one place.
 
-use tiktok_edge_kv::KvError;
 use crate::manifest::ManifestError;
 use crate::runtime_config::RuntimeConfigError;
 use crate::variables::VariableError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use tiktok_edge_kv::KvError;
 use wasmtime_wasi_http::WasiBody;
 
 /// Why the host refused to start.

@@ -28,12 +28,12 @@
 //! headers = { authorization = "Bearer {{ admin_token }}" }
 //! ```
 
-use tiktok_edge_kv_sqlite::SqliteOptions;
 use crate::scheduler::Schedule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+use tiktok_edge_kv_sqlite::SqliteOptions;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

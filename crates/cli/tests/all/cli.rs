@@ -1,11 +1,10 @@
 //! The `tiktok-edge` binary: `up` serves the repository's spin.toml, prints its routes,
 //! stops cleanly on SIGTERM, and refuses a bad manifest with a useful message.
 
+use crate::{BIN, workspace};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use crate::{BIN, workspace};
 use std::process::{Command, Stdio};
-
 
 /// Kills `pid` after a minute, so a test waiting on its output fails instead of hanging.
 fn watchdog(pid: u32) {

@@ -2,10 +2,10 @@
 //! of events, start it again on the same data dir, and every acknowledged event reaches
 //! TikTok (here tiktok-mock, outside the killed process) once by event_id.
 
+use crate::{BIN, workspace};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use crate::{BIN, workspace};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

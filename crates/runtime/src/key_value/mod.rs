@@ -58,7 +58,6 @@ pub struct OpenStore {
     pub label: String,
 }
 
-
 /// What a key-value host call needs from the store data.
 pub struct KvView<'a> {
     pub access: &'a KeyValueAccess,
@@ -126,4 +125,3 @@ fn all_keys(access: &KeyValueAccess, label: &str) -> std::result::Result<Vec<Str
         }
     }
 }
-

@@ -1,10 +1,10 @@
 //! `fermyon:spin/key-value@2.0.0` (Spin 2 and 3 apps).
 
 use super::{KvData, KvView, all_keys};
+use bindings::fermyon::spin::key_value as kv;
 use tiktok_edge_kv::KvError;
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource};
-use bindings::fermyon::spin::key_value as kv;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -21,8 +21,6 @@ pub(super) fn add_to_linker<T: Send + 'static>(
 ) -> Result<()> {
     kv::add_to_linker::<T, KvData>(linker, get)
 }
-
-
 
 fn err(e: KvError) -> kv::Error {
     match e {

@@ -1,10 +1,10 @@
 //! `spin:key-value/key-value@3.0.0` (Spin 4, spin-sdk 7): async functions.
 
 use super::{KeyValueAccess, KvData, KvView, all_keys};
+use bindings::spin::key_value::key_value as kv;
 use tiktok_edge_kv::KvError;
 use wasmtime::Result;
 use wasmtime::component::{Accessor, FutureReader, Linker, Resource, StreamReader};
-use bindings::spin::key_value::key_value as kv;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -20,8 +20,6 @@ pub(super) fn add_to_linker<T: Send + 'static>(
 ) -> Result<()> {
     kv::add_to_linker::<T, KvData>(linker, get)
 }
-
-
 
 fn err(e: KvError) -> kv::Error {
     match e {
@@ -107,8 +105,7 @@ impl<T: Send> kv::HostStoreWithStore<T> for KvData {
                 Ok(keys) => (keys, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
             };
-            let stream =
-                StreamReader::new(&mut a, keys).expect("concurrency support is enabled");
+            let stream = StreamReader::new(&mut a, keys).expect("concurrency support is enabled");
             let future =
                 FutureReader::new(&mut a, async move { Ok::<_, wasmtime::Error>(outcome) })
                     .expect("concurrency support is enabled");

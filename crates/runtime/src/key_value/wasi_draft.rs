@@ -1,10 +1,10 @@
 //! `wasi:keyvalue@0.2.0-draft` (what `wasmtime serve` speaks).
 
 use super::{KEY_PAGE, KvData, KvView};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 use tiktok_edge_kv::{KeyPage, KvError};
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource};
-use bindings::wasi::keyvalue::{atomics, batch, store};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -23,8 +23,6 @@ pub(super) fn add_to_linker<T: Send + 'static>(
     atomics::add_to_linker::<T, KvData>(linker, get)?;
     batch::add_to_linker::<T, KvData>(linker, get)
 }
-
-
 
 fn err(e: KvError) -> store::Error {
     match e {

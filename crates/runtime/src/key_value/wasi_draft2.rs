@@ -2,10 +2,10 @@
 //! for the backend's (group) commit without holding a thread.
 
 use super::{CasHandle, KEY_PAGE, KvData, KvView};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 use tiktok_edge_kv::{KvError, Write, Written};
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource};
-use bindings::wasi::keyvalue::{atomics, batch, store};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -37,16 +37,13 @@ pub(super) fn add_to_linker<T: Send + 'static>(
     batch::add_to_linker::<T, KvData>(linker, get)
 }
 
-
-
 impl KvView<'_> {
     /// A guest write, through the backend's (group-committing) queue.
     fn write(
         &self,
         label: &str,
         op: Write,
-    ) -> impl Future<Output = std::result::Result<Written, store::Error>> + Send + 'static
-    {
+    ) -> impl Future<Output = std::result::Result<Written, store::Error>> + Send + 'static {
         let written = self.access.backend().write(label, op);
         async move { written.await.map_err(err) }
     }

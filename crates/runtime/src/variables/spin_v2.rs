@@ -21,10 +21,7 @@ pub(super) fn add_to_linker<T: Send + 'static>(
 }
 
 impl variables::Host for VarsView<'_> {
-    fn get(
-        &mut self,
-        name: String,
-    ) -> Result<std::result::Result<String, variables::Error>> {
+    fn get(&mut self, name: String) -> Result<std::result::Result<String, variables::Error>> {
         use variables::Error;
         Ok(self.vars.get(&name).map_err(|e| match e {
             LookupError::InvalidName(m) => Error::InvalidName(m),
@@ -32,4 +29,3 @@ impl variables::Host for VarsView<'_> {
         }))
     }
 }
-

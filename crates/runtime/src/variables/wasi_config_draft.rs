@@ -21,19 +21,10 @@ pub(super) fn add_to_linker<T: Send + 'static>(
 }
 
 impl store::Host for VarsView<'_> {
-    fn get(
-        &mut self,
-        key: String,
-    ) -> Result<std::result::Result<Option<String>, store::Error>>
-    {
+    fn get(&mut self, key: String) -> Result<std::result::Result<Option<String>, store::Error>> {
         Ok(Ok(self.vars.get(&key).ok()))
     }
-    fn get_all(
-        &mut self,
-    ) -> Result<
-        std::result::Result<Vec<(String, String)>, store::Error>,
-    > {
+    fn get_all(&mut self) -> Result<std::result::Result<Vec<(String, String)>, store::Error>> {
         Ok(Ok(self.vars.all()))
     }
 }
-
