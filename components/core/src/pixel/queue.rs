@@ -8,8 +8,7 @@
 //! - `seen`: when `seq` was seen where, which tells how old a gap is (see [`crate::platform::gaps`]).
 //! - `e/{slot}`: a run of queued events (`QueuedEvent`s in a JSON array) in slots
 //!   `slot, slot+1, …`: a request's events are stored under one key, not one each (a
-//!   key costs the store far more than its bytes: 50-event batches went from 131-151k
-//!   to 165-167k events/s in alternating runs). A run is deleted once TikTok took all
+//!   key costs the store far more than its bytes; `docs/performance.md`). A run is deleted once TikTok took all
 //!   of it, after the head moved past it (`Head::sent_runs`); the forwarder notes how
 //!   far into a run a batch that ended inside it went (`Head::run`). A key holding one
 //!   event as an object is a run of one (what earlier versions stored). Versions before

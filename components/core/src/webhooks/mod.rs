@@ -11,7 +11,7 @@
 //!   user_openid, content), not by its signature, so a retry that TikTok re-signed is a
 //!   duplicate too, and one answered `duplicate: true` is never processed twice.
 //!
-//! Layout (per app, under `wh/{app}/`):
+//! Storage (per app, under `wh/{app}/`; details in `docs/storage.md`):
 //! - `d/{id}`: the delivery record (raw body, parsed form, status, outcome);
 //! - `seq`, `log/{n}`: the arrival log, which processing and listings walk;
 //! - `head`: how far processing got; `lease`: who is processing (see [`crate::platform::lease`]);
@@ -22,6 +22,10 @@
 //! Deliveries are attributed to organizations while being processed (through the
 //! TikTok accounts their connections hold); each organization has its own log of them
 //! under `org/{org}/wh/`.
+//!
+//! Write order: signature first (nothing stored before it verifies), then the slot
+//! (`seq`), the record, the log entry, then the 200. Processing applies a delivery's
+//! effects (idempotent) before its status, so a run killed between them repeats them.
 
 pub mod api;
 pub mod apps;
